@@ -1,0 +1,108 @@
+"""Shared defaults: the LLA.FCOS R-50 CrowdHuman recipe of the released code (lla.md §9).
+
+Each experiment file starts from `get_base_config()` and changes what differs.
+"""
+import ml_collections
+
+
+def get_base_config():
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.method = "fcos_family"  # which lla_jax.methods entry builds model, loss and predict
+
+  # Data (data_pipelines/). Boxes xyxy in input pixels; see lla_jax/types.py for the Batch contract.
+  c.data = d = ml_collections.ConfigDict()
+  d.name = "crowdhuman"           # crowdhuman | citypersons | synthetic_crowds
+  d.source = "tfds"               # tfds (tf.data pipeline) | numpy (synthetic only; no TensorFlow needed)
+  d.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data_dir holding the prepared data set
+  d.manual_dir = ml_collections.FieldReference(None, field_type=str)
+  d.train_split = "train"
+  d.eval_split = "val"
+  d.min_size = 800                # ResizeShortestEdge short side
+  d.max_size = 1400               # long side cap
+  d.pad_size = (1408, 1408)       # static padded (H, W); multiple of 128 keeps P7 integral
+  d.size_divisibility = 128
+  d.flip_prob = 0.5
+  d.bgr = True                    # MSRA caffe weights: BGR, mean only
+  d.pixel_mean = (103.530, 116.280, 123.675)
+  d.pixel_std = (1.0, 1.0, 1.0)
+  d.max_boxes = 500               # static GT padding; more boxes in an image is an error (never silent)
+  d.shuffle_buffer = 1000
+  d.num_parallel_calls = -1       # tf.data.AUTOTUNE
+  d.prefetch = 2
+  # Synthetic crowds only: how many images per split and the rendered size.
+  d.num_train_images = 2000
+  d.num_val_images = 200
+  d.render_size = (384, 512)
+  d.synthetic_seed = 0
+
+  # Model (lla_jax/models/).
+  c.model = m = ml_collections.ConfigDict()
+  m.num_classes = 1
+  m.dtype = "float32"             # compute dtype: float32 | bfloat16 (parameters stay float32)
+  m.backbone = b = ml_collections.ConfigDict()
+  b.depth = 50
+  b.layout = "caffe"              # caffe (stride in the 1x1) | torchvision (stride in the 3x3) | keras
+  b.norm = "frozen_bn"            # frozen_bn | gn | bn
+  b.freeze_at = 2                 # 0: nothing frozen, 1: stem, 2: stem + res2, ...
+  b.width = 64                    # stem width; stage widths scale with it
+  b.bn_eps = ml_collections.FieldReference(None, field_type=float)     # None: the layout's default
+  b.stem_pool = ml_collections.FieldReference(None, field_type=str)    # None | symmetric | same
+  b.pretrained = ml_collections.FieldReference(None, field_type=str)
+  m.fpn = f = ml_collections.ConfigDict()
+  f.channels = 256
+  f.p6_from = "p5"                # p5 (released LLA/FCOS/ATSS) | c5
+  m.head = h = ml_collections.ConfigDict()
+  h.channels = 256
+  h.num_convs = 4
+  h.gn_groups = 32
+  h.prior_prob = 0.01
+  h.aux = "iou"                   # iou (LLA) | centerness (FCOS, ATSS)
+  h.strides = (8, 16, 32, 64, 128)
+
+  # Label assignment (lla_jax/assigners/).
+  c.assigner = a = ml_collections.ConfigDict()
+  a.name = "lla"                  # lla | fcos | atss
+  a.topk = 10                     # LLA.TopK
+  a.reg_cost = 1.5                # LLA.REG_COST (lambda)
+  a.inside_penalty = 1000.0       # soft inside constraint (Q1)
+  a.hard_inside = False           # deviation switch: forbid points outside the box outright
+  a.focal_alpha = 0.25
+  a.focal_gamma = 2.0
+
+  # Loss (lla_jax/losses.py, lla_jax/methods/fcos_family.py).
+  c.loss = l = ml_collections.ConfigDict()
+  l.focal_alpha = 0.25
+  l.focal_gamma = 2.0
+  l.box_weight = 2.0              # LLA 2.0 x GIoU
+  l.box_weighting = "none"        # none (LLA) | centerness (FCOS, ATSS: GIoU weighted by the centerness target)
+  l.aux_weight = 0.5              # LLA 0.5 x IoU BCE
+  l.min_num_fg = 1.0              # max(min_num_fg, num_fg); upstream LLA has no guard (documented deviation)
+
+  # Inference (lla_jax/postprocess.py).
+  c.test = t = ml_collections.ConfigDict()
+  t.topk_per_level = 1000
+  t.score_thresh = 0.05
+  t.nms_thresh = 0.6
+  t.max_detections = 300
+  t.batch_size = 8
+
+  # Optimisation (lla_jax/train.py).
+  c.train = tr = ml_collections.ConfigDict()
+  tr.batch_size = 16              # global batch
+  tr.base_lr = 0.01
+  tr.momentum = 0.9
+  tr.weight_decay = 1e-4
+  tr.warmup_steps = 1000
+  tr.warmup_factor = 0.001
+  tr.steps = 28125
+  tr.lr_steps = (18750, 24735)    # 24735 kept for parity (lla.md §9: likely a digit swap of 24375)
+  tr.lr_gamma = 0.1
+  tr.reference_batch_size = 16    # linear scaling rule: lr, steps, lr_steps and checkpoints scale by 16/batch
+  tr.scale_by_batch = True
+  tr.log_every = 20
+  tr.checkpoint_every = 5000
+  tr.keep_checkpoints = 3
+  tr.eval_after_train = True
+  tr.max_pictures = 8
+  return c

@@ -1,0 +1,92 @@
+"""TensorFlow-free data source: synthetic crowds rendered on the fly, the same Batch contract.
+
+Each image is rendered and JPEG round-tripped exactly as the TFDS builder stores it
+(synthetic.render_example), then goes through the numpy transforms (transforms.preprocess). Same
+sharding, eval padding and bookkeeping as the tf.data pipeline; the GT odgt of a split is rendered
+once into data_pipelines.cache_dir(data_dir, "synthetic_crowds_numpy", config, renderer version).
+Rendering runs in data.num_parallel_calls worker processes (-1: one per CPU), up to two batches ahead.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+
+import numpy as np
+
+import data_pipelines
+from data_pipelines import records as records_lib
+from data_pipelines import synthetic
+from data_pipelines import transforms
+
+
+def _config_name(p: dict) -> str:
+  return synthetic.config_name(p["num_train"], p["num_val"], p["height"], p["width"], p["base_seed"])
+
+
+def _workers(data_cfg) -> int:
+  n = int(data_cfg.num_parallel_calls)
+  return (os.cpu_count() or 1) if n < 0 else max(n, 1)
+
+
+def split_gt(data_cfg, split: str) -> tuple[str, list[dict]]:
+  """(path, lines) of the split's GT odgt, rendered once and cached."""
+  p = data_pipelines.synthetic_params(data_cfg)
+  n = data_pipelines.synthetic_split_size(p, split)
+  cache = data_pipelines.cache_dir(data_pipelines.resolve_data_dir(data_cfg), "synthetic_crowds_numpy",
+                                   _config_name(p), synthetic.RENDERER_VERSION)
+  gt_path = os.path.join(cache, f"{split}_gt.odgt")
+  if not os.path.exists(gt_path):
+    logging.info("Rendering the GT of synthetic_crowds/%s/%s (%d images) into %s; one time only",
+                 _config_name(p), split, n, gt_path)
+    lines = [records_lib.odgt_line(ex["id"], ex["fbox"], ex["vbox"], ex["hbox"], ex["tag"], ex["ignore"],
+                                   ex["height"], ex["width"])
+             for ex in synthetic.render_examples(split, range(n), p["base_seed"], p["height"], p["width"],
+                                                 _workers(data_cfg))]
+    records_lib.write_odgt(gt_path, lines)
+  return gt_path, records_lib.read_odgt(gt_path)
+
+
+def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int, process_index: int = 0,
+                   process_count: int = 1):
+  """(iterator of Batch dicts, info), as input_pipeline.create_dataset, for data.name synthetic_crowds."""
+  if data_cfg.name != data_pipelines.SYNTHETIC:
+    raise ValueError(f"data.source 'numpy' renders only {data_pipelines.SYNTHETIC!r}; data set {data_cfg.name!r} "
+                     "needs data.source 'tfds' (TensorFlow and a prepared TFDS data set)")
+  p = data_pipelines.synthetic_params(data_cfg)
+  gt_path, lines = split_gt(data_cfg, split)
+  where = f"synthetic_crowds/{_config_name(p)}/{split} (numpy)"
+  maxima = transforms.check_split(lines, data_cfg, where)
+  records = transforms.split_records(lines)
+  stats = transforms.PipelineStats(f"{where} (process {process_index}/{process_count})")
+  info = {"num_images": len(records), "records": records, "gt_odgt": gt_path, "stats": stats, **maxima}
+  start, end = transforms.shard_range(len(records), process_index, process_count)
+
+  def slots():
+    """The example stream: (index, flip) per image, None for an eval filler slot."""
+    if train:
+      flip_rng = np.random.default_rng([seed, process_index, 1])
+      for epoch in itertools.count():  # batches may straddle epochs, as with shuffle().repeat().batch()
+        for i in np.random.default_rng([seed, process_index, 0, epoch]).permutation(np.arange(start, end)):
+          yield int(i), bool(flip_rng.random() < data_cfg.flip_prob)
+    else:
+      yield from ((i, False) for i in range(start, end))
+      n_slots = transforms.eval_num_batches(len(records), batch_size, process_count) * batch_size
+      yield from itertools.repeat(None, n_slots - (end - start))
+
+  def example(slot, loaded):
+    if slot is None:
+      return transforms.padding_example(data_cfg)
+    index, image, boxes, classes = loaded
+    return transforms.preprocess(image, boxes, classes, index, records[index]["ID"], data_cfg, slot[1])
+
+  def batches():
+    stream, jobs = itertools.tee(slots())
+    jobs = (None if s is None else (split, s[0], p["base_seed"], p["height"], p["width"]) for s in jobs)
+    loaded = synthetic.ordered_map(synthetic.load_example, jobs, _workers(data_cfg), window=2 * batch_size)
+    examples = map(example, stream, loaded)
+    while batch := list(itertools.islice(examples, batch_size)):
+      yield transforms.finish_batch(transforms.stack_examples(batch), data_cfg.max_boxes, records, stats)
+    stats.log()
+
+  return batches(), info

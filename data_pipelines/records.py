@@ -1,0 +1,129 @@
+"""CrowdHuman-format ground truth (odgt: one JSON object per line, datasets.md §1.2), no TensorFlow.
+
+A GT line is {"ID": str, "gtboxes": [{"tag", "fbox", "vbox", "hbox", "extra": {"ignore", "box_id"},
+"head_attr": {}}]} with boxes [x, y, w, h] in original-image pixels (no +1). Lines written here also
+carry "width" and "height" (the public CrowdHuman files do not; the evaluator takes the first size it
+finds, so an extra, correct size is harmless).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+_BOX_KEYS = ("fbox", "vbox", "hbox")
+
+
+def odgt_line(image_id: str, fbox, vbox, hbox, tags, ignore, height: int | None = None,
+              width: int | None = None) -> dict:
+  """One GT line from per-box arrays: fbox/vbox/hbox (N, 4) [x, y, w, h], tags (N,) str, ignore (N,) bool."""
+  fbox, vbox, hbox = (np.asarray(b, np.float64).reshape(-1, 4) for b in (fbox, vbox, hbox))
+  ignore = np.asarray(ignore, bool).reshape(-1)
+  n = len(fbox)
+  if not (len(vbox) == len(hbox) == len(tags) == len(ignore) == n):
+    raise ValueError(f"odgt_line({image_id!r}): box arrays disagree in length: fbox {n}, vbox {len(vbox)}, "
+                     f"hbox {len(hbox)}, tag {len(tags)}, ignore {len(ignore)}")
+  boxes = []
+  for i in range(n):
+    boxes.append({"tag": str(tags[i]), "fbox": [float(v) for v in fbox[i]], "vbox": [float(v) for v in vbox[i]],
+                  "hbox": [float(v) for v in hbox[i]], "extra": {"ignore": int(ignore[i]), "box_id": i},
+                  "head_attr": {}})
+  line = {"ID": str(image_id), "gtboxes": boxes}
+  if height is not None:
+    line["height"], line["width"] = int(height), int(width)
+  return line
+
+
+def write_odgt(path: str, records) -> str:
+  """Write GT lines (dicts as from `odgt_line`) to `path`, atomically (temporary file + rename), so a
+  reader never sees a half-written file and concurrent writers of the same content cannot clash."""
+  path = os.fspath(path)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  folder = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+  try:
+    with os.fdopen(fd, "w") as f:
+      for i, rec in enumerate(records):
+        if not isinstance(rec, dict) or "ID" not in rec or "gtboxes" not in rec:
+          raise ValueError(f"write_odgt({path}): record {i} must be a dict with 'ID' and 'gtboxes', got "
+                           f"{type(rec).__name__} with keys {sorted(rec) if isinstance(rec, dict) else '-'}")
+        f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return path
+
+
+def _check_box(value, where, key):
+  if (not isinstance(value, (list, tuple)) or len(value) != 4
+      or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value)):
+    raise ValueError(f"{where}: '{key}' must be 4 finite numbers [x, y, w, h], got {value!r}")
+
+
+def read_odgt(path: str) -> list[dict]:
+  """Read and validate a GT odgt file: every non-blank line a JSON object with a string "ID" and a list
+  "gtboxes" whose entries have a string "tag" and a 4-number "fbox" (vbox/hbox checked when present).
+  Errors name the file and the 1-based line number."""
+  path = os.fspath(path)
+  out = []
+  with open(path) as f:
+    for lineno, text in enumerate(f, 1):
+      if not text.strip():
+        continue
+      where = f"{path}:{lineno}"
+      try:
+        rec = json.loads(text)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+      if not isinstance(rec, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+      if not isinstance(rec.get("ID"), str):
+        raise ValueError(f"{where}: missing or non-string 'ID'")
+      boxes = rec.get("gtboxes")
+      if not isinstance(boxes, list):
+        raise ValueError(f"{where} (ID {rec['ID']}): 'gtboxes' must be a list, got {type(boxes).__name__}")
+      for j, box in enumerate(boxes):
+        bwhere = f"{where} (ID {rec['ID']}, gtboxes[{j}])"
+        if not isinstance(box, dict):
+          raise ValueError(f"{bwhere}: expected an object, got {type(box).__name__}")
+        if not isinstance(box.get("tag"), str):
+          raise ValueError(f"{bwhere}: missing or non-string 'tag'")
+        if "fbox" not in box:
+          raise ValueError(f"{bwhere}: missing 'fbox'")
+        for key in _BOX_KEYS:
+          if key in box:
+            _check_box(box[key], bwhere, key)
+        if "extra" in box and not isinstance(box["extra"], dict):
+          raise ValueError(f"{bwhere}: 'extra' must be an object, got {type(box['extra']).__name__}")
+      out.append(rec)
+  return out
+
+
+def gt_arrays(record: dict, where: str = "") -> dict:
+  """Boxes of one GT line for training (lla.md §2.1): {"fbox", "vbox", "hbox": float32 (N, 4) xyxy
+  (x2 = x + w, no +1), "ignore": (N,) bool, "tag": list of str}.
+
+  ignore = `extra.ignore` present and nonzero (the training rule). A box whose tag is not "person" must
+  carry extra.ignore = 1 so that training and evaluation agree; otherwise this raises, naming the box.
+  Missing vbox/hbox fall back to fbox.
+  """
+  where = where or f"ID {record.get('ID')}"
+  boxes = record["gtboxes"]
+  out = {k: np.zeros((len(boxes), 4), np.float32) for k in _BOX_KEYS}
+  ignore = np.zeros((len(boxes),), bool)
+  tags = []
+  for j, box in enumerate(boxes):
+    for key in _BOX_KEYS:
+      x, y, w, h = box.get(key, box["fbox"])
+      out[key][j] = (x, y, x + w, y + h)
+    ignore[j] = bool(box.get("extra", {}).get("ignore", 0))
+    tags.append(box["tag"])
+    if box["tag"] != "person" and not ignore[j]:
+      raise ValueError(f"{where}, gtboxes[{j}]: tag {box['tag']!r} without extra.ignore = 1; training would "
+                       "treat it as a person while evaluation ignores it")
+  out["ignore"], out["tag"] = ignore, tags
+  return out

@@ -1,0 +1,75 @@
+"""What main.py dispatches to: override checking, the resolved config in the workdir, and modes."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import ml_collections
+
+
+class ConfigOverrideError(ValueError):
+  pass
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """Loads `path.py[:arg]` the way ml_collections' config flag does: get_config([arg])."""
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--config={spec}: no such config file {os.path.abspath(path)}")
+  module_spec = importlib.util.spec_from_file_location("_lla_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(path))))
+  try:
+    module_spec.loader.exec_module(module)
+  finally:
+    sys.path.pop(0)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def check_overrides(argv) -> None:
+  """Raises ConfigOverrideError naming the valid keys for any `--config.a.b=` that does not exist."""
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+  if spec is None or not overrides:
+    return
+  config = load_config_file(spec)
+  for key in overrides:
+    node, walked = config, []
+    for part in key.split("."):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        where = "config" + "".join("." + w for w in walked)
+        valid = ", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict) else "(not a section)"
+        raise ConfigOverrideError(f"--config.{key}: {where} has no field {part!r}. Valid keys of {where}: {valid}")
+      node = node[part]
+      walked.append(part)
+
+
+def save_config(config, workdir: str) -> None:
+  """The resolved config, as the run used it, into workdir/config.json (atomic)."""
+  from lla_jax import writers
+  import json
+  writers.write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+
+
+def run(config, workdir: str, mode: str, step=None, images=None):
+  import jax
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  os.makedirs(workdir, exist_ok=True)
+  print(f"lla-jax {mode}: {jax.device_count()} {jax.default_backend()} device(s), workdir {os.path.abspath(workdir)}",
+        flush=True)
+  if mode == "train":
+    save_config(config, workdir)
+    from lla_jax import train
+    return train.train_and_evaluate(config, workdir)
+  if mode == "eval":
+    from lla_jax import evaluate
+    return evaluate.evaluate(config, workdir, step=step)
+  if mode == "predict":
+    from lla_jax import predict
+    return predict.predict_folder(config, workdir, images, step=step)
+  if mode == "convert":
+    from lla_jax import weights
+    return weights.convert_command(config, workdir)
+  raise ValueError(mode)

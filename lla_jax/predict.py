@@ -1,0 +1,62 @@
+"""--mode=predict: detections drawn on every image of a folder, from a checkpoint of the workdir."""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+
+from lla_jax import checkpointing, sharding, visualize
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def predict_folder(config, workdir: str, images: str, step=None, score_thresh: float = 0.3):
+  """Writes workdir/predictions/<name>.png (boxes with score >= score_thresh) and detections.odgt."""
+  from data_pipelines import transforms
+  from PIL import Image
+  from lla_jax import train
+  from lla_jax.methods import get_method
+
+  if not images or not os.path.isdir(images):
+    raise FileNotFoundError(f"--mode=predict needs --images=FOLDER of {'/'.join(IMAGE_SUFFIXES)} files; got {images!r}")
+  files = sorted(f for f in os.listdir(images) if f.lower().endswith(IMAGE_SUFFIXES))
+  if not files:
+    raise FileNotFoundError(f"--images={images}: no {'/'.join(IMAGE_SUFFIXES)} files in it")
+  method = get_method(config)
+  mesh = sharding.make_mesh()
+  state, _, _ = train.create_train_state(config, method, mesh)
+  checkpoints = checkpointing.Checkpoints(workdir, config.train.keep_checkpoints)
+  state = checkpoints.restore(state, step)
+  checkpoints.close()
+  variables = {"params": state.params, **state.model_state}
+  predict = jax.jit(method.predict)
+  out_dir = os.path.join(workdir, "predictions")
+  os.makedirs(out_dir, exist_ok=True)
+  data_cfg = config.data.copy_and_resolve_references()
+  # Images of any orientation fit a square of the longest resized side.
+  side = -(-int(config.data.max_size) // 32) * 32
+  data_cfg.unlock().pad_size = (max(side, config.data.pad_size[0]), max(side, config.data.pad_size[1]))
+  batch_size = jax.device_count()
+  lines = []
+  for start in range(0, len(files), batch_size):
+    chunk = files[start:start + batch_size]
+    originals = [np.asarray(Image.open(os.path.join(images, f)).convert("RGB")) for f in chunk]
+    examples = [transforms.preprocess(im, np.zeros((0, 4)), np.zeros((0,)), i, f, data_cfg, flip=False)
+                for i, (im, f) in enumerate(zip(originals, chunk))]
+    examples += [transforms.padding_example(data_cfg)] * (batch_size - len(examples))
+    batch = {k: v for k, v in transforms.stack_examples(examples).items() if k not in transforms.EXTRA_KEYS}
+    dets = jax.device_get(predict(variables, sharding.shard_batch(batch, mesh)))
+    for row, (name, image) in enumerate(zip(chunk, originals)):
+      v = np.asarray(dets.valid[row])
+      boxes, scores = np.asarray(dets.boxes[row])[v], np.asarray(dets.scores[row])[v]
+      keep = scores >= score_thresh
+      visualize.draw_boxes(image, boxes[keep], scores[keep], path=os.path.join(out_dir, os.path.splitext(name)[0] + ".png"))
+      lines.append({"ID": os.path.splitext(name)[0], "width": image.shape[1], "height": image.shape[0],
+                    "dtboxes": [{"box": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+                                 "score": float(s), "tag": 1} for b, s in zip(boxes, scores)]})
+  with open(os.path.join(out_dir, "detections.odgt"), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in lines)
+  print(f"Drew detections (score >= {score_thresh}) on {len(files)} images into {out_dir}", flush=True)
+  return out_dir

@@ -1,0 +1,33 @@
+"""lla-jax entry point: python main.py --config=configs/quickstart.py --workdir=W [--mode=...]
+
+Modes: train (train, resuming from the workdir, then evaluate), eval (restore a checkpoint and
+evaluate), predict (draw detections on a folder of images). Overrides: --config.train.batch_size=8.
+"""
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Everything the run writes goes here (checkpoints, metrics, pictures).")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "convert"], "What to do.")
+flags.DEFINE_integer("step", None, "--mode=eval/predict: checkpoint step to restore (default: latest).")
+flags.DEFINE_string("images", None, "--mode=predict: folder of images to draw detections on.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from lla_jax import cli
+  cli.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, step=FLAGS.step, images=FLAGS.images)
+
+
+if __name__ == "__main__":
+  from lla_jax.cli import ConfigOverrideError, check_overrides
+  try:
+    check_overrides(sys.argv[1:])
+  except (ConfigOverrideError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
+  app.run(main)

@@ -1,0 +1,461 @@
+"""ALFNet (alfnet.md): anchors, +1 box coder, per-step targets, losses, network, inference, configs."""
+import importlib
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs.alfnet_r50_2s import alfnet_config
+from lla_jax import boxes, priors
+from lla_jax.assigners import alf
+from lla_jax.methods import alfnet as alf_method
+from lla_jax.models import alfnet as alf_model
+from lla_jax.types import Targets
+from tests import alfnet_reference as ref
+
+# Threefry keys make Flax init compile ~8x slower on CPU; the tests only need some random weights.
+KEY = jax.random.key(0, impl="unsafe_rbg")
+
+
+# ------------------------------------------------------------------------------------------------
+# Anchors (alfnet.md §5).
+
+@pytest.mark.parametrize("stride,scales,wh", [
+    (8, (16, 24), [(16, 40), (24, 60)]), (16, (32, 48), [(32, 78), (48, 117)]),
+    (32, (64, 80), [(64, 156), (80, 195)]), (64, (128, 160), [(128, 312), (160, 390)])])
+def test_anchor_sizes(stride, scales, wh):
+  np.testing.assert_allclose(priors.alfnet_anchor_sizes(stride, scales), wh)
+
+
+def test_anchor_table():
+  raw = priors.alfnet_anchors(640, 1280, clip=False)
+  a = priors.alfnet_anchors(640, 1280)
+  assert a.shape == (34000, 4) and a.dtype == np.float32
+  assert priors.alfnet_anchors(1024, 2048).shape == (87040, 4)
+  # Level starts: 80*160*2, then 40*80*2, 20*40*2.
+  starts = [0, 25600, 32000, 33600]
+  cell00 = [[(-4, -16, 11, 23), (-8, -26, 15, 33)], [(-8, -31, 23, 46), (-16, -50.5, 31, 65.5)],
+            [(-16, -62, 47, 93), (-24, -81.5, 55, 112.5)], [(-32, -124, 95, 187), (-48, -163, 111, 226)]]
+  for s, expected in zip(starts, cell00):
+    np.testing.assert_allclose(raw[s:s + 2], expected)
+  # Clipping example: stride 8, first anchor of cell (i=1, j=2) = (12, -8, 27, 31) -> (12, 0, 27, 31).
+  k = (1 * 160 + 2) * 2
+  np.testing.assert_allclose(raw[k], (12, -8, 27, 31))
+  np.testing.assert_allclose(a[k], (12, 0, 27, 31))
+  # Generic form and clipping everywhere (never dropped).
+  lv = priors.alfnet_anchor_levels(640, 1280)
+  np.testing.assert_array_equal(np.bincount(lv), [25600, 6400, 1600, 400])
+  rng = np.random.default_rng(0)
+  for n in rng.integers(0, 34000, 50):
+    level = lv[n]
+    s = (8, 16, 32, 64)[level]
+    w_l = 1280 // s
+    cell, j = divmod(n - starts[level], 2)
+    i, x = divmod(cell, w_l)
+    w, h = priors.alfnet_anchor_sizes(s, priors.ALFNET_SCALES[level])[j]
+    cx, cy = x * s + (s - 1) / 2, i * s + (s - 1) / 2
+    box = np.array([cx - (w - 1) / 2, cy - (h - 1) / 2, cx + (w - 1) / 2, cy + (h - 1) / 2])
+    np.testing.assert_allclose(raw[n], box)
+    np.testing.assert_allclose(a[n], [max(box[0], 0), max(box[1], 0), min(box[2], 1279), min(box[3], 639)])
+
+
+# ------------------------------------------------------------------------------------------------
+# +1 box coder (alfnet.md §6).
+
+def test_coder_spec_example():
+  b, g = jnp.array([0.0, 0, 15, 39]), jnp.array([2.0, 4, 19, 47])
+  t = boxes.encode_deltas_plus1(b, g)
+  np.testing.assert_allclose(t, [1.875, 1.5, 0.588915, 0.476551], atol=1e-5)
+  np.testing.assert_allclose(t * jnp.array(boxes.ALF_STD), [0.1875, 0.15, 0.117783, 0.095310], atol=1e-6)
+  np.testing.assert_allclose(boxes.decode_deltas_plus1(b, t), [2, 4, 20, 48], atol=1e-4)
+
+
+def test_coder_round_trip_and_clip():
+  rng = np.random.default_rng(1)
+  xy = rng.uniform(0, 500, (200, 2))
+  r = np.concatenate([xy, xy + rng.uniform(5, 200, (200, 2))], 1).astype(np.float32)
+  xy = rng.uniform(0, 500, (200, 2))
+  g = np.concatenate([xy, xy + rng.uniform(5, 200, (200, 2))], 1).astype(np.float32)
+  back = boxes.decode_deltas_plus1(r, boxes.encode_deltas_plus1(r, g))
+  np.testing.assert_allclose(back, g + np.array([0, 0, 1, 1], np.float32), atol=2e-3)   # the decode asymmetry
+  clipped = boxes.decode_deltas_plus1(jnp.array([[-20.0, -20, 700, 300]]), jnp.zeros((1, 4)), clip_hw=(240, 640))
+  np.testing.assert_allclose(clipped, [[0, 0, 639, 239]])
+  # Against the scalar reference with per-image clip sizes.
+  d = rng.normal(0, 2, (200, 4)).astype(np.float32)
+  got = boxes.decode_deltas_plus1(r, d, clip_hw=(300.0, 400.0))
+  want = [ref.decode_clip(rb, dd, 300, 400) for rb, dd in zip(r.astype(np.float64), d.astype(np.float64))]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
+  # Optional clamp of dw/dh.
+  big = boxes.decode_deltas_plus1(jnp.array([[0.0, 0, 9, 9]]), jnp.array([[0.0, 0, 100.0, 100.0]]), max_log_wh=1.0)
+  np.testing.assert_allclose(big[0, 2] - big[0, 0], 10 * math.e, rtol=1e-5)
+
+
+def test_iou_plus1():
+  a = jnp.array([[0.0, 0, 9, 9]])
+  b = jnp.array([[5.0, 0, 14, 9], [10.0, 0, 19, 9], [9.0, 9, 20, 20]])
+  np.testing.assert_allclose(boxes.pairwise_iou_plus1(a, b), [[50 / 150, 0.0, 1 / 243]], rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-step target assignment (alfnet.md §7) against the numpy re-statement.
+
+def _gt(rng, height, width, m, n_gt, n_ignore):
+  """Integer pedestrian boxes (aspect 0.41, some crossing the border), ignore regions, padding."""
+  boxes_ = np.zeros((m, 4), np.float32)
+  classes = np.zeros(m, np.int32)
+  valid = np.zeros(m, bool)
+  for k in range(n_gt + n_ignore):
+    if k < n_gt:
+      h = rng.uniform(20, 0.9 * height) if rng.random() < 0.75 else rng.uniform(6, 16)   # tiny: double flags
+      w = 0.41 * h
+    else:
+      w, h = rng.uniform(8, 60), rng.uniform(8, 60)
+      classes[k] = -1
+    x, y = rng.uniform(-0.2 * w, width - 0.8 * w), rng.uniform(-0.2 * h, height - 0.8 * h)
+    boxes_[k] = np.round([x, y, x + w, y + h])
+    valid[k] = True
+  perm = rng.permutation(m)   # padding rows and ignore regions interleaved with GT
+  return boxes_[perm], classes[perm], valid[perm]
+
+
+def _refined(rng, anchors, height, width):
+  d = rng.normal(0, 1.5, anchors.shape).astype(np.float32)
+  r = np.array(boxes.decode_deltas_plus1(anchors, d, clip_hw=(height, width)))
+  r[::37, 2] = r[::37, 0] + rng.uniform(0, 10, r[::37].shape[0])   # invalid small boxes (+1 side <= 10)
+  return r
+
+
+def _check(got, want):
+  np.testing.assert_array_equal(np.asarray(got.fg), want["pos"])
+  np.testing.assert_array_equal(np.asarray(got.aux_target) > 0, want["neg"])
+  np.testing.assert_array_equal(np.asarray(got.valid), want["pos"] | want["neg"])
+  np.testing.assert_array_equal(np.asarray(got.matched_gt), want["matched"])
+  np.testing.assert_allclose(np.asarray(got.box_targets), want["deltas"], rtol=1e-4, atol=1e-4)
+  assert float(got.num_fg) == want["pos"].sum()
+
+
+CASES = [(0, 10, 6, 2), (1, 8, 8, 0), (2, 6, 0, 3), (3, 6, 0, 0), (4, 12, 3, 5), (5, 16, 14, 2)]
+
+
+@pytest.mark.parametrize("seed,m,n_gt,n_ignore", CASES)
+def test_step1_targets_against_reference(seed, m, n_gt, n_ignore):
+  rng = np.random.default_rng(seed)
+  height, width = 96, 192
+  anchors = priors.alfnet_anchors(height, width)
+  gt, cls, val = _gt(rng, height, width, m, n_gt, n_ignore)
+  got = jax.jit(lambda *a: alf.assign(*a, first_step=True, neg_thr=0.3, pos_thr=0.5))(anchors, gt, cls, val)
+  want = ref.assign_step(anchors, gt, cls, val, 1, 0.3, 0.5)
+  _check(got, want)
+  if n_gt:   # tiny GTs give positives (rules i, iii) with max IoU < 0.3: also negatives at step 1
+    assert want["pos"].sum() >= 3 and (want["pos"] & want["neg"]).any()
+  else:
+    np.testing.assert_array_equal(want["neg"],
+                                  [ref.ignore_sum(a, gt[(cls < 0) & val]) <= 0.5 for a in anchors])
+
+
+@pytest.mark.parametrize("seed,m,n_gt,n_ignore", CASES)
+@pytest.mark.parametrize("thr", [(0.5, 0.7), (0.4, 0.65), (0.5, 0.75)])
+def test_later_step_targets_against_reference(seed, m, n_gt, n_ignore, thr):
+  rng = np.random.default_rng(100 + seed)
+  height, width = 96, 192
+  anchors = priors.alfnet_anchors(height, width)
+  gt, cls, val = _gt(rng, height, width, m, n_gt, n_ignore)
+  r = _refined(rng, anchors, height, width)
+  got = jax.jit(lambda *a: alf.assign(*a, first_step=False, neg_thr=thr[0], pos_thr=thr[1]))(r, gt, cls, val)
+  want = ref.assign_step(r, gt, cls, val, 2, *thr)
+  _check(got, want)
+  if not n_gt:   # quirk: an image without GT gets no labels at all at step >= 2
+    assert not want["pos"].any() and not want["neg"].any()
+
+
+def test_step1_double_flag_and_batch():
+  # One GT far from every anchor shape: its top-3 anchors have IoU < 0.3, so they are positive AND negative.
+  anchors = priors.alfnet_anchors(96, 192)
+  gt = np.array([[[100, 40, 103, 47], [0, 0, 0, 0]], [[0, 0, 0, 0], [0, 0, 0, 0]]], np.float32)
+  cls = np.zeros((2, 2), np.int32)
+  val = np.array([[True, False], [False, False]])
+  t = jax.jit(lambda *a: alf.assign_batch(*a, first_step=True, neg_thr=0.3, pos_thr=0.5))(anchors, gt, cls, val)
+  assert isinstance(t, Targets) and t.fg.shape == (2, len(anchors))
+  both = np.asarray(t.fg[0] & (t.aux_target[0] > 0))
+  assert both.sum() >= 3
+  np.testing.assert_array_equal(np.asarray(t.num_fg), [np.asarray(t.fg[0]).sum(), 0])
+  assert bool(jnp.all(t.aux_target[1] == 1))        # no GT, no ignore: every anchor negative at step 1
+  t2 = jax.jit(lambda *a: alf.assign_batch(*a, first_step=False, neg_thr=0.5, pos_thr=0.7))(
+      jnp.broadcast_to(anchors, (2,) + anchors.shape), gt, cls, val)
+  assert not bool(jnp.any(t2.valid[1]))             # ... and nothing at step 2
+
+
+def test_ignore_overlap_sums_fractions():
+  ref_box = jnp.array([[0.0, 0, 9, 9]])
+  regions = jnp.array([[0.0, 0, 4, 9], [5.0, 0, 19, 9], [0.0, 0, 0, 0]])   # half of r1 ... 1/3 of r2
+  got = alf.ignore_overlap(ref_box, regions, jnp.array([True, True, False]))
+  np.testing.assert_allclose(got, [1.0 + 50 / 150], rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# Losses (alfnet.md §8).
+
+def test_losses_hand_checked():
+  p = jnp.array([[0.8, 0.3, 0.1, 0.6]])
+  pos = jnp.array([[True, False, True, False]])
+  neg = jnp.array([[0.0, 1.0, 1.0, 0.0]])          # anchor 2 double-flagged; anchor 3 unlabelled
+  pred = jnp.array([[[0.5, -0.5, 2.0, 0.0], [9, 9, 9, 9], [0, 0, 0, 0], [9, 9, 9, 9]]], jnp.float32)
+  tgt = jnp.array([[[0, 0, 0, 0.3], [0, 0, 0, 0], [1.5, 0, 0, 0], [0, 0, 0, 0]]], jnp.float32)
+  t = Targets(matched_gt=jnp.zeros((1, 4), jnp.int32), fg=pos, valid=pos | (neg > 0), box_targets=tgt,
+              aux_target=neg, num_fg=jnp.array([2.0]))
+  cls = alf_method.alf_cls_loss(p, t, 2.0)
+  reg = alf_method.alf_reg_loss(pred, t, 2.0)
+  # By hand: -ln .8 * .25 * .2^2 + -ln .7 * .75 * .3^2 + 2 * -ln .1 * (.25 * .9^2 + .75 * .1^2), / 2
+  by_hand = (-math.log(0.8) * 0.01 + -math.log(0.7) * 0.0675 + 2 * -math.log(0.1) * 0.21) / 2
+  assert float(cls) == pytest.approx(by_hand, rel=1e-6)
+  assert float(cls) == pytest.approx(0.49669637, rel=1e-6)
+  assert float(reg) == pytest.approx((0.125 + 0.125 + 1.5 + 0.045 + 1.0) / 2, rel=1e-6)
+  want = ref.losses(np.asarray(p), np.asarray(pred), np.asarray(pos), np.asarray(neg), np.asarray(tgt))
+  assert (float(cls), float(reg)) == pytest.approx(want, rel=1e-6)
+  # No positives in the batch: normalised by 1, not 0.
+  zero = Targets(t.matched_gt, jnp.zeros_like(pos), neg > 0, tgt, neg, jnp.array([0.0]))
+  assert float(alf_method.alf_cls_loss(p, zero, 0.0)) == pytest.approx(
+      -math.log(0.7) * 0.0675 + -math.log(0.9) * 0.75 * 0.01, rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# Network, training step, inference.
+
+class TinyBackbone(nn.Module):
+  """Stand-in trunk: stride-2 convs, taps C3..C5 at strides 8, 16, 32."""
+  @nn.compact
+  def __call__(self, x, train=False):
+    out = {}
+    for i in range(5):
+      x = nn.relu(nn.Conv(4 * (i + 1), (3, 3), strides=(2, 2), padding="SAME")(x))
+      if i >= 2:
+        out[f"C{i + 1}"] = x
+    return out
+
+
+def _init(method, seed, shape=(2, 64, 128, 3)):
+  return jax.jit(method.init, static_argnums=1)(jax.random.fold_in(KEY, seed), shape)
+
+
+def _tiny_config(num_steps=2, resnet=False):
+  c = alfnet_config(num_steps)
+  c.alfnet.cpb_channels, c.alfnet.p3_channels, c.alfnet.p6_channels = 8, 8, 8
+  if resnet:
+    c.model.backbone.depth, c.model.backbone.width = 18, 8
+  return c
+
+
+def _batch(rng, b=2, height=64, width=128):
+  gt = np.zeros((b, 4, 4), np.float32)
+  cls = np.zeros((b, 4), np.int32)
+  val = np.zeros((b, 4), bool)
+  gt[0, :3] = [[10, 4, 30, 55], [40, 10, 62, 60], [90, 5, 120, 40]]
+  cls[0, 2] = -1
+  val[0, :3] = True
+  return dict(image=jnp.asarray(rng.normal(size=(b, height, width, 3)), jnp.float32),
+              image_size=jnp.array([[height, width]] * b, jnp.int32),
+              orig_size=jnp.array([[2 * height, 2 * width]] * b, jnp.int32),
+              scale=jnp.full((b,), 0.5, jnp.float32), gt_boxes=jnp.asarray(gt), gt_classes=jnp.asarray(cls),
+              gt_valid=jnp.asarray(val), image_id=jnp.arange(b, dtype=jnp.int32))
+
+
+def test_model_outputs_and_names():
+  model = alf_model.ALFNet(backbone=TinyBackbone(), num_steps=3, cpb_channels=8, p3_channels=8, p6_channels=8)
+  x = jnp.zeros((1, 64, 128, 3))
+  v = jax.jit(model.init)(KEY, x)
+  names = set(v["params"])
+  assert {f"pred{l}_{t}" for l in range(4) for t in (1, 2, 3)} | {"P3", "P6", "backbone"} == names
+  out = jax.jit(model.apply)(v, x)
+  n = len(priors.alfnet_anchors(64, 128))
+  assert len(out) == 3 and all(s.shape == (1, n) and d.shape == (1, n, 4) for s, d in out)
+  np.testing.assert_allclose(v["params"]["pred2_1"]["rpn_class"]["bias"], -math.log(99.0), rtol=1e-6)
+  assert len(jax.jit(model.apply, static_argnames="steps")(v, x, steps=1)) == 1
+  # Index order (y W_l + x) A + a: the level-1 scores are the (h, w, A) map flattened row-major.
+  assert alf_model.head_step(["params", "pred3_2", "conv", "kernel"]) == 2
+  assert alf_model.head_step(["backbone", "res3"]) is None
+
+
+def test_jit_forward_loss_grad_resnet():
+  c = _tiny_config(2, resnet=True)
+  method = alf_method.build(c)
+  v = _init(method, 0)
+  params, state = alf_method._split(v)
+  batch = _batch(np.random.default_rng(0))
+  (loss, (metrics, _)), grads = jax.jit(jax.value_and_grad(method.loss, has_aux=True))(params, state, batch, None)
+  assert np.isfinite(float(loss)) and float(metrics["num_pos_1"]) >= 6
+  assert float(loss) == pytest.approx(sum(float(metrics[k]) for k in ("cls_1", "reg_1", "cls_2", "reg_2")), rel=1e-5)
+  g = jax.tree_util.tree_leaves(grads)
+  assert all(np.isfinite(np.asarray(x)).all() for x in g)
+  assert float(jnp.abs(grads["pred0_1"]["rpn_regress"]["kernel"]).sum()) > 0
+  assert float(jnp.abs(grads["backbone"]["res3"]["block0"]["conv1"]["kernel"]).sum()) > 0
+  assert float(jnp.abs(grads["backbone"]["res2"]["block0"]["conv1"]["kernel"]).sum()) == 0   # freeze_at = 2
+  mask = method.trainable(params)
+  assert mask["pred0_1"]["conv"]["kernel"] and not mask["backbone"]["stem"]["conv1"]["kernel"]
+
+
+def test_joint_loss_matches_reference():
+  # The second step's targets come from the detached step-1 boxes of the same forward pass.
+  c = _tiny_config(2)
+  method = alf_method.build(c, backbone=TinyBackbone())
+  v = _init(method, 1)
+  params, state = alf_method._split(v)
+  batch = _batch(np.random.default_rng(1))
+  _, (metrics, _) = jax.jit(method.loss)(params, state, batch, None)
+  model = alf_model.from_config(c, TinyBackbone())
+  out = model.apply(v, batch["image"])
+  anchors = priors.alfnet_anchors(64, 128)
+  np_batch = {k: np.asarray(x) for k, x in batch.items()}
+  refs = [np.broadcast_to(anchors, (2,) + anchors.shape)]
+  refs.append(np.array([[ref.decode_clip(r, d, 64, 128) for r, d in zip(refs[0][b], np.asarray(out[0][1][b]))]
+                        for b in range(2)]))
+  for t, thr in enumerate(c.alfnet.step_thresholds, 1):
+    flags = [ref.assign_step(refs[t - 1][b], np_batch["gt_boxes"][b], np_batch["gt_classes"][b],
+                             np_batch["gt_valid"][b], t, *thr) for b in range(2)]
+    pos = np.stack([f["pos"] for f in flags])
+    neg = np.stack([f["neg"] for f in flags])
+    tgt = np.stack([f["deltas"] for f in flags])
+    want = ref.losses(np.asarray(out[t - 1][0]), np.asarray(out[t - 1][1]), pos, neg, tgt)
+    assert float(metrics[f"num_pos_{t}"]) == pos.sum()
+    assert (float(metrics[f"cls_{t}"]), float(metrics[f"reg_{t}"])) == pytest.approx(want, rel=2e-4, abs=1e-6)
+
+
+def test_detect_against_reference():
+  rng = np.random.default_rng(3)
+  height, width = 64, 128
+  anchors = priors.alfnet_anchors(height, width)
+  n = len(anchors)
+  c = alfnet_config(2)
+  c.alfnet.pre_nms_topk = 200
+  c.test.max_detections = 20
+  outs = tuple((jnp.asarray(rng.uniform(0, 1, (1, n)) ** 0.5, jnp.float32),
+                jnp.asarray(rng.normal(0, 0.7, (1, n, 4)), jnp.float32)) for _ in range(2))
+  size = jnp.array([[height, width]], jnp.int32)
+  det = jax.jit(lambda o: alf_method.detect(o, anchors, size, 2 * size, c.alfnet, c.test))(outs)
+  want = ref.detect(anchors, [(np.asarray(s[0], np.float64), np.asarray(d[0], np.float64)) for s, d in outs],
+                    height, width, topk=200, max_det=20)
+  k = int(det.valid[0].sum())
+  assert k == len(want) and k > 3
+  np.testing.assert_allclose(det.boxes[0, :k], 2 * np.array([b for b, _ in want]), rtol=1e-5, atol=1e-3)
+  np.testing.assert_allclose(det.scores[0, :k], [s for _, s in want], rtol=1e-5)
+  assert not bool(det.valid[0, k:].any()) and bool(jnp.all(det.classes == 0))
+
+
+def test_predict_and_alternating_step():
+  c = _tiny_config(2)
+  c.alfnet.test_step = 1
+  method = alf_method.build(c, backbone=TinyBackbone())
+  v = _init(method, 2)
+  batch = _batch(np.random.default_rng(2))
+  det = jax.jit(method.predict)(v, batch)
+  assert det.boxes.shape == (2, 100, 4) and det.valid.dtype == jnp.bool_
+  params, state = alf_method._split(v)
+  alt = alf_method.make_alternating_step(c, backbone=TinyBackbone())
+  opt = alt.init(params)
+  new, opt2, _, metrics = jax.jit(alt.step)(params, opt, state, batch, None)
+  assert int(opt2.iterations) == 2 and set(metrics) >= {"cls_1", "reg_1", "cls_2", "reg_2", "loss"}
+  # The step-1 CPBs move only in update 1 (iteration 1): one Keras-Adam step on the step-1 loss alone.
+  model = alf_model.from_config(c, TinyBackbone())
+
+  def loss1(p):
+    out = model.apply({"params": p}, batch["image"], steps=1)
+    cls, reg, _ = alf_method.step_loss(1, *out[0], jnp.asarray(priors.alfnet_anchors(64, 128)), batch, c.alfnet)
+    return cls + reg
+
+  g = jax.jit(jax.grad(loss1))(params)["pred0_1"]["rpn_class"]["kernel"]
+  p0 = params["pred0_1"]["rpn_class"]["kernel"]
+  lr_t = 1e-4 * math.sqrt(1 - 0.999) / (1 - 0.9)
+  want = p0 - lr_t * (0.1 * g) / (jnp.sqrt(0.001 * g * g) + 1e-8)
+  np.testing.assert_allclose(new["pred0_1"]["rpn_class"]["kernel"], want, rtol=1e-4, atol=1e-9)
+  np.testing.assert_allclose(opt2.m[0]["pred0_1"]["rpn_class"]["kernel"], 0.1 * g, rtol=1e-4, atol=1e-12)
+  # Step-2 CPBs: untouched by update 1 (moments of step model 1 stay zero), moved by update 2.
+  assert float(jnp.abs(opt2.m[0]["pred0_2"]["conv"]["kernel"]).sum()) == 0
+  assert float(jnp.abs(new["pred0_2"]["conv"]["kernel"] - params["pred0_2"]["conv"]["kernel"]).sum()) > 0
+  # With the switch on, the joint Method.loss refuses to run instead of silently training the other mode.
+  c.alfnet.alternating = True
+  with pytest.raises(NotImplementedError, match="make_alternating_step"):
+    alf_method.build(c, backbone=TinyBackbone()).loss(params, state, batch, None)
+
+
+# ------------------------------------------------------------------------------------------------
+# Configs and the CityPersons json writers.
+
+@pytest.mark.parametrize("name,steps,thr", [
+    ("alfnet_r50_1s", 1, ((0.3, 0.5),)), ("alfnet_r50_2s", 2, ((0.3, 0.5), (0.5, 0.7))),
+    ("alfnet_r50_3s", 3, ((0.3, 0.5), (0.4, 0.65), (0.5, 0.75))), ("alfnet_mobilenet_1s", 1, ((0.3, 0.5),)),
+    ("alfnet_mobilenet_2s", 2, ((0.3, 0.5), (0.5, 0.7))), ("alfnet_quickstart", 2, None)])
+def test_configs(name, steps, thr):
+  c = importlib.import_module(f"configs.{name}").get_config()
+  assert c.method == "alfnet" and c.alfnet.num_steps == steps and c.train.optimizer == "adam"
+  assert alf_method.step_thresholds(c.alfnet) == (thr or alf_method.step_thresholds(c.alfnet))
+  if name != "alfnet_quickstart":
+    assert c.data.name == "citypersons" and c.data.pad_size == (640, 1280) and c.train.base_lr == 1e-4
+    assert (c.test.score_thresh, c.test.nms_thresh, c.test.max_detections, c.alfnet.pre_nms_topk) == \
+        (0.1, 0.5, 100, 6000)
+  with pytest.raises(ValueError, match="step_thresholds"):
+    c.alfnet.step_thresholds = c.alfnet.step_thresholds + ((0.5, 0.7),)
+    alf_method.step_thresholds(c.alfnet)
+
+
+def test_citypersons_json():
+  recs = [dict(height=100, width=200, boxes=np.array([[10, 20, 30, 70], [50, 50, 80, 60]], np.float32),
+               classes=np.array([0, -1]), vis_boxes=np.array([[10, 20, 30, 45], [50, 50, 80, 60]], np.float32)),
+          dict(height=100, width=200, boxes=np.array([[100, 20, 130, 90]], np.float32), classes=np.array([0])),
+          dict(height=100, width=200, boxes=np.zeros((0, 4)), classes=np.zeros(0, np.int32))]
+  gt = alf_method.citypersons_gt(recs)
+  assert [im["id"] for im in gt["images"]] == [1, 2, 3]
+  a0, a1, a2 = gt["annotations"]
+  assert a0["bbox"] == [10, 20, 20, 50] and a0["height"] == 50 and a0["vis_ratio"] == pytest.approx(0.5)
+  assert a0["ignore"] == 0 and a1["ignore"] == 1 and (a0["id"], a1["id"], a2["id"]) == (1, 2, 3)
+  assert a2["image_id"] == 2 and a2["vis_ratio"] == 1.0 and a2["height"] == 70
+  det = alf_method.Detections(boxes=jnp.array([[[10.0, 20, 30, 70], [0, 0, 0, 0]], [[100, 20, 130, 90], [0, 0, 0, 0]],
+                                               [[0, 0, 0, 0], [0, 0, 0, 0]]]),
+                              scores=jnp.array([[0.9, 0.0], [0.5, 0.0], [0.0, 0.0]]),
+                              classes=jnp.zeros((3, 2), jnp.int32),
+                              valid=jnp.array([[True, False], [True, False], [False, False]]))
+  dt = alf_method.citypersons_dt(det, np.array([0, 1, -1]))
+  assert dt == [{"image_id": 1, "category_id": 1, "bbox": [10.0, 20.0, 20.0, 50.0], "score": pytest.approx(0.9)},
+                {"image_id": 2, "category_id": 1, "bbox": [100.0, 20.0, 30.0, 70.0], "score": pytest.approx(0.5)}]
+  with pytest.raises(ValueError, match="record 0"):
+    alf_method.citypersons_gt([dict(height=1, width=1, boxes=np.zeros((1, 4)), classes=np.zeros(1))])
+  citypersons = pytest.importorskip("lla_jax.evaluation.citypersons")
+  # Reasonable: the only regular GT (vis 1, h 70) is found at fppi 0 -> every recall sample is 1 -> MR 0.
+  res = citypersons.evaluate(gt, dt)
+  assert res["Reasonable"]["MR"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_citypersons_gt_from_odgt():
+  lines = [{"ID": "b", "height": 100, "width": 200, "gtboxes": [
+               {"tag": "person", "fbox": [10, 20, 20, 50], "vbox": [10, 20, 20, 25], "extra": {"ignore": 0}},
+               {"tag": "mask", "fbox": [50, 50, 30, 10], "extra": {"ignore": 1}}]},
+           {"ID": "a", "height": 100, "width": 200, "gtboxes": []}]
+  gt = alf_method.citypersons_gt_from_odgt(lines, ids=["a", "b"])
+  assert [(im["id"], im["im_name"]) for im in gt["images"]] == [(1, "a"), (2, "b")]
+  a0, a1 = gt["annotations"]
+  assert a0["image_id"] == 2 and a0["bbox"] == [10, 20, 20, 50] and a0["vis_ratio"] == pytest.approx(0.5)
+  assert (a0["ignore"], a1["ignore"], a1["vis_ratio"]) == (0, 1, 1.0)
+  with pytest.raises(ValueError, match="no GT line"):
+    alf_method.citypersons_gt_from_odgt(lines, ids=["c"])
+
+
+@pytest.mark.slow
+def test_mobilenet_batch_stats_and_alternating():
+  # Trainable BN: the loss updates batch_stats; the alternating step builds step-2 references in inference mode.
+  c = alfnet_config(2, backbone="mobilenet")
+  c.model.backbone.alpha = 0.125
+  c.alfnet.cpb_channels, c.alfnet.p3_channels, c.alfnet.p6_channels = 8, 8, 8
+  method = alf_method.build(c)
+  v = _init(method, 4)
+  params, state = alf_method._split(v)
+  assert set(state) == {"batch_stats"}
+  mask = method.trainable(params)
+  assert not mask["backbone"]["conv_dw_1"]["kernel"] and mask["backbone"]["conv_dw_2"]["kernel"]
+  batch = _batch(np.random.default_rng(4))
+  alt = alf_method.make_alternating_step(c)
+  new, opt, new_state, metrics = jax.jit(alt.step)(params, alt.init(params), state, batch, None)
+  assert int(opt.iterations) == 2 and np.isfinite(float(metrics["loss"]))
+  moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).sum()), state, new_state)
+  assert sum(jax.tree_util.tree_leaves(moved)) > 0
+  np.testing.assert_array_equal(new["backbone"]["conv1"]["kernel"], params["backbone"]["conv1"]["kernel"])
