@@ -2,6 +2,8 @@
 
 Modes: train (train, resuming from the workdir, then evaluate), eval (restore a checkpoint and
 evaluate), predict (draw detections on a folder of images). Overrides: --config.train.batch_size=8.
+Multi-host: one process per host with --coordinator_address=HOST:PORT --num_processes=N --process_id=I,
+or launched by SLURM / Open MPI (srun, mpirun) with nothing extra (lla_jax/distributed.py).
 """
 import sys
 
@@ -14,13 +16,24 @@ flags.DEFINE_string("workdir", None, "Everything the run writes goes here (check
 flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "convert"], "What to do.")
 flags.DEFINE_integer("step", None, "--mode=eval/predict: checkpoint step to restore (default: latest).")
 flags.DEFINE_string("images", None, "--mode=predict: folder of images to draw detections on.")
+flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
+                  "jax.distributed.initialize: auto (when the flags below, JAX_COORDINATOR_ADDRESS or a SLURM / "
+                  "Open MPI launch of several processes say so), on (always; JAX detects the cluster), off.")
+flags.DEFINE_string("coordinator_address", None, "Multi-host: HOST:PORT of process 0, the same on every process.")
+flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes (with --coordinator_address).")
+flags.DEFINE_integer("process_id", None, "Multi-host: this process's index in [0, num_processes).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from lla_jax import cli
+  from lla_jax import cli, distributed
+  # Before anything touches a device: the distributed runtime decides which devices exist.
+  try:
+    distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  except ValueError as e:   # inconsistent distributed flags
+    raise app.UsageError(str(e))
   cli.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, step=FLAGS.step, images=FLAGS.images)
 
 

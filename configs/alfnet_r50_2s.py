@@ -69,6 +69,9 @@ def alfnet_config(num_steps: int = 2, backbone: str = "resnet"):
   a.test_min_size = 16.0          # drop boxes with a +1 side < 16 px
   a.pre_nms_topk = 6000
 
+  # Evaluation (lla_jax/evaluate.py): the CityPersons toolbox setups at IoU 0.5 and 0.75, also on synthetic data.
+  c.eval_protocol = "citypersons"
+
   t = c.test
   t.score_thresh = 0.1
   t.nms_thresh = 0.5              # suppress IoU >= 0.5 (+1 areas)

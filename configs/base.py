@@ -35,6 +35,11 @@ def get_base_config():
   d.num_val_images = 200
   d.render_size = (384, 512)
   d.synthetic_seed = 0
+  # tf.data only: size of the pipeline's private thread pool (0 = TensorFlow's default, all cores).
+  d.num_threads = 0
+  # Training batches of landscape or portrait images only, each padded to its own size (896x1408 or
+  # 1408x896 at the CrowdHuman setting; lla.md §2.8): about 36% fewer pixels than data.pad_size.
+  d.buckets = False
 
   # Model (lla_jax/models/).
   c.model = m = ml_collections.ConfigDict()
@@ -105,4 +110,14 @@ def get_base_config():
   tr.keep_checkpoints = 3
   tr.eval_after_train = True
   tr.max_pictures = 8
+  tr.eval_every = 0               # evaluate every N steps, keep the best val MR in workdir/best (0: only at the end)
+  tr.param_sharding = "replicated"  # replicated (data parallel) | fsdp (parameters and optimizer state split over devices)
+  tr.fsdp_min_size = 65536        # fsdp: arrays with fewer elements stay replicated
+
+  # --mode=convert (lla_jax/weights.py convert_command): a weights file -> checkpoint `step` in the workdir.
+  c.convert = cv = ml_collections.ConfigDict()
+  cv.source = ml_collections.FieldReference(None, field_type=str)  # .pkl (MSRA / cvpods), .pth, .npz, .h5
+  cv.step = 0                     # checkpoint step to save the converted state as
+  cv.strict = True                # stop on missing / mismatched / unplaceable names of the imported scope
+  cv.check_pixels = True          # stop when data.bgr / pixel_mean / pixel_std disagree with the weights
   return c

@@ -59,7 +59,8 @@ def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int
   maxima = transforms.check_split(lines, data_cfg, where)
   records = transforms.split_records(lines)
   stats = transforms.PipelineStats(f"{where} (process {process_index}/{process_count})")
-  info = {"num_images": len(records), "records": records, "gt_odgt": gt_path, "stats": stats, **maxima}
+  info = {"num_images": len(records), "records": records, "gt_odgt": gt_path, "gt_json": None, "stats": stats,
+          **maxima}
   start, end = transforms.shard_range(len(records), process_index, process_count)
 
   def slots():

@@ -64,43 +64,60 @@ def _check_box(value, where, key):
     raise ValueError(f"{where}: '{key}' must be 4 finite numbers [x, y, w, h], got {value!r}")
 
 
-def read_odgt(path: str) -> list[dict]:
-  """Read and validate a GT odgt file: every non-blank line a JSON object with a string "ID" and a list
-  "gtboxes" whose entries have a string "tag" and a 4-number "fbox" (vbox/hbox checked when present).
-  Errors name the file and the 1-based line number."""
+def check_odgt_line(rec, where: str) -> dict:
+  """Validate one parsed GT line: a JSON object with a string "ID" and a list "gtboxes" whose entries
+  have a string "tag" and a 4-number finite "fbox" (vbox/hbox checked when present, "extra" and
+  "head_attr" objects when present). Errors say `where`. Returns rec."""
+  if not isinstance(rec, dict):
+    raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+  if not isinstance(rec.get("ID"), str):
+    raise ValueError(f"{where}: missing or non-string 'ID'")
+  boxes = rec.get("gtboxes")
+  if not isinstance(boxes, list):
+    raise ValueError(f"{where} (ID {rec['ID']}): 'gtboxes' must be a list, got {type(boxes).__name__}")
+  for j, box in enumerate(boxes):
+    bwhere = f"{where} (ID {rec['ID']}, gtboxes[{j}])"
+    if not isinstance(box, dict):
+      raise ValueError(f"{bwhere}: expected an object, got {type(box).__name__}")
+    if not isinstance(box.get("tag"), str):
+      raise ValueError(f"{bwhere}: missing or non-string 'tag'")
+    if "fbox" not in box:
+      raise ValueError(f"{bwhere}: missing 'fbox'")
+    for key in _BOX_KEYS:
+      if key in box:
+        _check_box(box[key], bwhere, key)
+    for key in ("extra", "head_attr"):
+      if key in box and not isinstance(box[key], dict):
+        raise ValueError(f"{bwhere}: '{key}' must be an object, got {type(box[key]).__name__}")
+  return rec
+
+
+def iter_odgt(path: str):
+  """Stream a GT odgt file: yields (1-based line number, line text, validated dict) per non-blank line,
+  one line in memory at a time. A line that is not JSON (NaN and Infinity included, which Python's
+  json would accept) or fails `check_odgt_line` raises naming the file and line number."""
   path = os.fspath(path)
-  out = []
-  with open(path) as f:
+
+  def no_constants(name):
+    raise ValueError(f"non-finite number {name}")
+
+  with open(path, encoding="utf-8") as f:
     for lineno, text in enumerate(f, 1):
       if not text.strip():
         continue
       where = f"{path}:{lineno}"
       try:
-        rec = json.loads(text)
+        rec = json.loads(text, parse_constant=no_constants)
       except json.JSONDecodeError as e:
         raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-      if not isinstance(rec, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-      if not isinstance(rec.get("ID"), str):
-        raise ValueError(f"{where}: missing or non-string 'ID'")
-      boxes = rec.get("gtboxes")
-      if not isinstance(boxes, list):
-        raise ValueError(f"{where} (ID {rec['ID']}): 'gtboxes' must be a list, got {type(boxes).__name__}")
-      for j, box in enumerate(boxes):
-        bwhere = f"{where} (ID {rec['ID']}, gtboxes[{j}])"
-        if not isinstance(box, dict):
-          raise ValueError(f"{bwhere}: expected an object, got {type(box).__name__}")
-        if not isinstance(box.get("tag"), str):
-          raise ValueError(f"{bwhere}: missing or non-string 'tag'")
-        if "fbox" not in box:
-          raise ValueError(f"{bwhere}: missing 'fbox'")
-        for key in _BOX_KEYS:
-          if key in box:
-            _check_box(box[key], bwhere, key)
-        if "extra" in box and not isinstance(box["extra"], dict):
-          raise ValueError(f"{bwhere}: 'extra' must be an object, got {type(box['extra']).__name__}")
-      out.append(rec)
-  return out
+      except ValueError as e:
+        raise ValueError(f"{where}: not valid JSON ({e})") from None
+      yield lineno, text.rstrip("\r\n"), check_odgt_line(rec, where)
+
+
+def read_odgt(path: str) -> list[dict]:
+  """Read and validate a whole GT odgt file (see `iter_odgt`; errors name the file and line number)."""
+  return [rec for _, _, rec in iter_odgt(path)]
 
 
 def gt_arrays(record: dict, where: str = "") -> dict:

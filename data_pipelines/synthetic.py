@@ -32,7 +32,7 @@ import multiprocessing
 import numpy as np
 from PIL import Image, ImageDraw
 
-RENDERER_VERSION = "1.0.0"  # bump when the pictures or boxes change: TFDS versions and caches key on it
+RENDERER_VERSION = "1.1.0"  # bump when the pictures or boxes change: TFDS versions and caches key on it
 ASPECT = 0.41               # target mean full-box w/h (CityPersons' standard aspect)
 MIN_HEIGHT = 16.0           # smallest person height in pixels at render size
 MAX_HEIGHT_FRACTION = 0.8   # largest person height as a fraction of the image height
@@ -385,7 +385,7 @@ def render_scene(seed: int, height: int, width: int) -> dict:
   # Items on the street, drawn far to near: (feet y, kind, x).
   items = []
   h_lo, h_hi = np.log(MIN_HEIGHT), np.log(MAX_HEIGHT_FRACTION * H * 0.95)
-  for _ in range(int(rng.integers(3, 7))):  # clusters of people
+  for _ in range(int(rng.integers(2, 5))):  # clusters of people
     size = int(rng.choice([1, 2, 2, 3, 3, 4, 5, 6]))
     h0 = np.exp(rng.uniform(h_lo, h_hi) if rng.random() < 0.7 else rng.uniform((h_lo + h_hi) / 2, h_hi))
     feet = horizon + h0 / k
@@ -394,8 +394,8 @@ def render_scene(seed: int, height: int, width: int) -> dict:
     for _ in range(size):
       f = feet + rng.normal(0, 0.04) * h0 / k * 3
       items.append((f, "person", x))
-      x += step * rng.uniform(0.1, 0.55) * ASPECT * h0
-  for _ in range(int(rng.integers(3, 9))):  # single people
+      x += step * rng.uniform(0.2, 0.8) * ASPECT * h0
+  for _ in range(int(rng.integers(2, 6))):  # single people
     h0 = np.exp(rng.uniform(h_lo, h_hi))
     items.append((horizon + h0 / k, "person", rng.uniform(-0.05, 1.05) * W))
   for _ in range(int(rng.integers(0, 3))):  # far-away crowds (ignore regions)

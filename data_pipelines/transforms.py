@@ -1,4 +1,5 @@
-"""Numpy image and box transforms of the input pipeline (lla.md §2), shared by both data sources.
+"""Numpy image and box transforms of the input pipelines, shared by both data sources: the CrowdHuman
+recipe (lla.md §2) and, at the end, the ALFNet augmentation for CityPersons (alfnet.md §10).
 
 The tf.data pipeline (input_pipeline.py) restates the same steps in TensorFlow ops; the numpy source
 (numpy_source.py) calls these functions directly; tests hold the two against each other. Boxes are
@@ -7,7 +8,7 @@ float32 xyxy in pixels, classes int32 (0 person, -1 ignore).
 One example after `preprocess` (and one Batch row after stacking) holds the lla_jax/types.py Batch
 fields plus two bookkeeping fields that `finish_batch` checks and strips:
   num_boxes   () int32  boxes left after clipping, before padding (> max_boxes is an error)
-  num_dropped () int32  boxes dropped because clipping left zero width or height
+  num_dropped () int32  boxes dropped because they were not finite or clipping left zero width or height
 """
 from __future__ import annotations
 
@@ -50,12 +51,18 @@ def flip_boxes(boxes: np.ndarray, width) -> np.ndarray:
   return np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1).astype(np.float32)
 
 
+def finite_rows(boxes: np.ndarray) -> np.ndarray:
+  """(N,) bool: the box has four finite coordinates. NaN or infinite boxes never reach an assigner."""
+  return np.isfinite(boxes).all(axis=1)
+
+
 def clip_and_drop(boxes: np.ndarray, classes: np.ndarray, height, width):
-  """Clip to [0, W] x [0, H]; drop boxes left with width <= 0 or height <= 0 (ignore boxes too).
-  Returns (boxes (K, 4), classes (K,), number dropped)."""
+  """Clip to [0, W] x [0, H]; drop boxes that are not finite or are left with width <= 0 or height <= 0
+  (ignore boxes too). Returns (boxes (K, 4), classes (K,), number dropped)."""
   hi = np.array([width, height, width, height], np.float32)
-  clipped = np.clip(boxes, np.float32(0), hi).astype(np.float32)
-  keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+  finite = finite_rows(boxes)
+  clipped = np.clip(np.where(finite[:, None], boxes, 0), np.float32(0), hi).astype(np.float32)
+  keep = finite & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
   return clipped[keep], classes[keep], int(len(boxes) - keep.sum())
 
 
@@ -72,9 +79,14 @@ def pad_size_error(image_id: str, new_h: int, new_w: int, pad_size) -> ValueErro
                     f"{pad_size[0]}x{pad_size[1]}; raise pad_size or lower min_size/max_size")
 
 
-def too_many_boxes_error(image_id: str, num_boxes: int, max_boxes: int) -> ValueError:
+def too_many_boxes_error(image_id: str, num_boxes: int, max_boxes: int, needed: int | None = None,
+                         where: str = "") -> ValueError:
+  """The error for an image with more boxes than data.max_boxes; `needed` is the maximum over the split
+  (the value the statistics call for) when known."""
+  fix = (f"the statistics of {where or 'this split'} call for data.max_boxes >= {needed} "
+         f"(--config.data.max_boxes={needed})" if needed is not None else "raise data.max_boxes")
   return ValueError(f"image {image_id} has {num_boxes} boxes after clipping, more than data.max_boxes = "
-                    f"{max_boxes}; raise data.max_boxes")
+                    f"{max_boxes}; {fix}")
 
 
 def pad_image(image: np.ndarray, pad_size, image_id: str) -> np.ndarray:
@@ -117,9 +129,10 @@ def preprocess(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, index:
           "image_id": np.int32(index), "num_boxes": np.int32(len(boxes)), "num_dropped": np.int32(dropped)}
 
 
-def padding_example(data_cfg) -> dict:
-  """A filler example for static eval batches: zero image and sizes, scale 1, no valid boxes, image_id -1."""
-  ph, pw = data_cfg.pad_size
+def padding_example(data_cfg, pad_size=None) -> dict:
+  """A filler example for static eval batches: zero image (pad_size, default data.pad_size) and sizes,
+  scale 1, no valid boxes, image_id -1."""
+  ph, pw = pad_size or data_cfg.pad_size
   m = data_cfg.max_boxes
   return {"image": np.zeros((ph, pw, 3), np.float32), "image_size": np.zeros((2,), np.int32),
           "orig_size": np.zeros((2,), np.int32), "scale": np.float32(1.0), "gt_boxes": np.zeros((m, 4), np.float32),
@@ -155,9 +168,11 @@ def split_records(lines) -> list[dict]:
 
 def check_split(lines, data_cfg, where: str) -> dict:
   """Fail before training, naming the image, if any image of the split would not fit data.pad_size
-  after resizing or would keep more than data.max_boxes boxes after clipping; log the box maxima
-  (datasets.md §5.3). Lines are GT odgt dicts with "width"/"height". Returns the maxima."""
+  after resizing or would keep more than data.max_boxes boxes after clipping (the error states the
+  value the whole split calls for); log the box maxima (datasets.md §5.3). Lines are GT odgt dicts
+  with "width"/"height". Returns the maxima."""
   max_raw = max_kept = 0
+  over = None  # (ID, boxes kept) of the first image over data.max_boxes
   for i, line in enumerate(lines):
     h, w = int(line["height"]), int(line["width"])
     new_h, new_w, _ = resized_size(h, w, data_cfg.min_size, data_cfg.max_size)
@@ -166,9 +181,11 @@ def check_split(lines, data_cfg, where: str) -> dict:
     gt = records_lib.gt_arrays(line, f"{where} line {i + 1} (ID {line['ID']})")
     boxes = gt["fbox"] * box_scale_factors(h, w, new_h, new_w)
     kept, _, _ = clip_and_drop(boxes, gt["ignore"], new_h, new_w)
-    if len(kept) > data_cfg.max_boxes:
-      raise too_many_boxes_error(line["ID"], len(kept), data_cfg.max_boxes)
+    if len(kept) > data_cfg.max_boxes and over is None:
+      over = (line["ID"], len(kept))
     max_raw, max_kept = max(max_raw, len(boxes)), max(max_kept, len(kept))
+  if over is not None:
+    raise too_many_boxes_error(over[0], over[1], data_cfg.max_boxes, max_kept, where)
   logging.info("%s: %d images, at most %d boxes per image (%d after clipping; data.max_boxes = %d)",
                where, len(lines), max_raw, max_kept, data_cfg.max_boxes)
   return {"max_boxes": max_raw, "max_boxes_clipped": max_kept}
@@ -187,7 +204,8 @@ class PipelineStats:
     return {"images": self.images, "dropped_boxes": self.dropped_boxes, "batches": self.batches}
 
   def log(self):
-    logging.info("%s: %d images in %d batches, %d boxes dropped (zero width or height after clipping)",
+    logging.info("%s: %d images in %d batches, %d boxes dropped (not finite, or zero width or height after "
+                 "clipping)",
                  self.name, self.images, self.batches, self.dropped_boxes)
 
 
@@ -207,3 +225,152 @@ def finish_batch(batch: dict, max_boxes: int, records: list, stats: PipelineStat
   if log_every and stats.batches % log_every == 0:
     stats.log()
   return {k: batch[k] for k in BATCH_KEYS}
+
+
+# ---------------------------------------------------------------------------------------------------
+# ALFNet augmentation for CityPersons training (alfnet.md §10). Boxes are integer pixel coordinates
+# (x2 = x1 + w, the +1 convention of ALFNet); classes 0 = GT, -1 = ignore region. The random numbers
+# come in as NUM_DRAWS uniforms in [0, 1) so that the tf.data version (input_pipeline.py) and this one
+# can be fed the same draws.
+
+BRIGHTNESS_PROB = 0.5
+BRIGHTNESS_RANGE = (0.5, 2.0)   # HSV V channel x U(0.5, 2), saturated at 255
+CROP_SCALE = (0.3, 1.0)         # crop side = int(r x image side), r ~ U(0.3, 1.0)
+CROP_KEEP_FRACTION = 0.5        # GT kept when its clamped area >= 0.5 x its area (in_thre)
+CROP_MIN_IGNORE_AREA = 100      # ignore region kept when its clamped area > 100
+MIN_GT_WIDTH = 16               # after the resize: GT kept when x2 - x1 >= 16
+MIN_IGNORE_SIDE = 8             # after the resize: ignore region kept when w >= 8 and h >= 8
+NUM_DRAWS = 6                   # brightness coin, brightness factor, flip coin, crop ratio, GT pick / x, y
+
+
+def brightness(image: np.ndarray, factor) -> np.ndarray:
+  """Scale the HSV value channel: V' = min(int(V * factor), 255) with V = max(R, G, B); hue and
+  saturation fixed means every channel scales by V' / V (rounded). uint8 (h, w, 3) -> uint8.
+  (Upstream round-trips through OpenCV's 8-bit HSV, which adds its own +-1 quantisation; not reproduced.)"""
+  x = image.astype(np.float32)
+  v = x.max(axis=2, keepdims=True)
+  f = np.float32(factor)
+  v_new = np.where(v * f > 255, np.float32(255), np.floor(v * f))
+  gain = np.where(v > 0, v_new / np.where(v > 0, v, 1), 0).astype(np.float32)
+  return np.clip(np.floor(x * gain + np.float32(0.5)), 0, 255).astype(np.uint8)
+
+
+def crop_window(height: int, width: int, gt_boxes: np.ndarray, ratio: float, u_pick: float,
+                u_y: float) -> tuple[int, int, int, int]:
+  """ALFNet random crop around a person: (x0, y0, crop_h, crop_w).
+
+  crop size int(ratio * side); centre = int centre of GT int(u_pick * num_gt) (a random position when
+  there is no GT: x offset int(u_pick * (W - crop_w)), y offset int(u_y * (H - crop_h))); top-left =
+  max(centre - int(crop / 2), 0), then shifted back inside the image."""
+  crop_h, crop_w = int(ratio * height), int(ratio * width)
+  if len(gt_boxes):
+    sel = min(int(u_pick * len(gt_boxes)), len(gt_boxes) - 1)
+    cx = int((float(gt_boxes[sel, 0]) + float(gt_boxes[sel, 2])) / 2.0)
+    cy = int((float(gt_boxes[sel, 1]) + float(gt_boxes[sel, 3])) / 2.0)
+  else:
+    cx = int(u_pick * (width - crop_w)) + int(crop_w * 0.5)
+    cy = int(u_y * (height - crop_h)) + int(crop_h * 0.5)
+  x0 = max(cx - int(crop_w * 0.5), 0)
+  y0 = max(cy - int(crop_h * 0.5), 0)
+  x0 -= max(x0 + crop_w - width, 0)
+  y0 -= max(y0 + crop_h - height, 0)
+  return x0, y0, crop_h, crop_w
+
+
+def crop_boxes(boxes: np.ndarray, x0: int, y0: int, crop_h: int, crop_w: int) -> np.ndarray:
+  """Translate into the crop and clamp: coordinates < 0 become 0, coordinates >= crop side become side - 1."""
+  b = boxes - np.array([x0, y0, x0, y0], np.float32)
+  hi = np.array([crop_w, crop_h, crop_w, crop_h], np.float32)
+  b = np.where(b < 0, np.float32(0), b)
+  return np.where(b >= hi, hi - 1, b).astype(np.float32)
+
+
+def box_area(boxes: np.ndarray) -> np.ndarray:
+  """(x2 - x1) * (y2 - y1), no +1 (the crop keep rules of alfnet.md §10 use it so)."""
+  return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def resize_bilinear(image: np.ndarray, new_h: int, new_w: int) -> np.ndarray:
+  """Plain bilinear resize with half-pixel centres and no antialiasing (OpenCV INTER_LINEAR, as ALFNet;
+  the same arithmetic as tf.image.resize(antialias=False)), rounded to uint8 values. -> float32."""
+  def weights(n_in, n_out):
+    pos = (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * (np.float32(n_in) / np.float32(n_out)) - np.float32(0.5)
+    lo = np.floor(pos)
+    frac = (pos - lo).astype(np.float32)
+    return np.maximum(lo, 0).astype(np.int64), np.minimum(np.ceil(pos), n_in - 1).astype(np.int64), frac
+
+  y_lo, y_hi, fy = weights(image.shape[0], new_h)
+  x_lo, x_hi, fx = weights(image.shape[1], new_w)
+  img = image.astype(np.float32)
+  top = img[y_lo][:, x_lo] + (img[y_lo][:, x_hi] - img[y_lo][:, x_lo]) * fx[None, :, None]
+  bottom = img[y_hi][:, x_lo] + (img[y_hi][:, x_hi] - img[y_hi][:, x_lo]) * fx[None, :, None]
+  out = top + (bottom - top) * fy[:, None, None]
+  return np.clip(np.floor(out + np.float32(0.5)), 0, 255).astype(np.float32)
+
+
+def alfnet_augment(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, u, train_size,
+                   flip_prob: float) -> dict:
+  """ALFNet training augmentation of one image (alfnet.md §10), in this order: brightness (p 0.5),
+  horizontal flip (p flip_prob; x1' = W - x2, x2' = W - x1), random scale-crop around a person with
+  the crop keep rules, resize to train_size with boxes divided by crop_h / train_h and truncated to
+  int and the size keep rules. Boxes that are not finite are dropped first, boxes with no area last
+  (both counted; neither occurs in valid data).
+
+  image uint8 (H, W, 3); boxes (N, 4) integer xyxy; classes (N,) 0 / -1; u (NUM_DRAWS,) uniforms.
+  Returns {"image": float32 (th, tw, 3) uint8 values, "boxes" (K, 4) GT first then ignore regions,
+  "classes" (K,), "crop": (x0, y0, crop_h, crop_w), "flip", "factor" (None: no brightness), "dropped"}.
+  """
+  u = np.asarray(u, np.float64)
+  th, tw = (int(v) for v in train_size)
+  height, width = image.shape[:2]
+  boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+  classes = np.asarray(classes, np.int32).reshape(-1)
+  finite = finite_rows(boxes)
+  dropped = int((~finite).sum())
+  boxes, classes = boxes[finite], classes[finite]
+
+  factor = None
+  if u[0] < BRIGHTNESS_PROB:
+    factor = np.float32(BRIGHTNESS_RANGE[0] + (BRIGHTNESS_RANGE[1] - BRIGHTNESS_RANGE[0]) * u[1])
+    image = brightness(image, factor)
+  flip = bool(u[2] < flip_prob)
+  if flip:
+    image = image[:, ::-1]
+    boxes = flip_boxes(boxes, width)
+
+  gt, ig = boxes[classes == 0], boxes[classes != 0]
+  ratio = CROP_SCALE[0] + (CROP_SCALE[1] - CROP_SCALE[0]) * u[3]
+  x0, y0, crop_h, crop_w = crop_window(height, width, gt, ratio, u[4], u[5])
+  image = image[y0:y0 + crop_h, x0:x0 + crop_w]
+  gt_c, ig_c = crop_boxes(gt, x0, y0, crop_h, crop_w), crop_boxes(ig, x0, y0, crop_h, crop_w)
+  gt = gt_c[box_area(gt_c) >= np.float32(CROP_KEEP_FRACTION) * box_area(gt)]
+  ig = ig_c[box_area(ig_c) > CROP_MIN_IGNORE_AREA]
+
+  image = resize_bilinear(image, th, tw)
+  reratio = crop_h / th
+  gt = (gt.astype(np.float64) / reratio).astype(np.int64).astype(np.float32)
+  ig = (ig.astype(np.float64) / reratio).astype(np.int64).astype(np.float32)
+  gt = gt[gt[:, 2] - gt[:, 0] >= MIN_GT_WIDTH]
+  ig = ig[(ig[:, 2] - ig[:, 0] >= MIN_IGNORE_SIDE) & (ig[:, 3] - ig[:, 1] >= MIN_IGNORE_SIDE)]
+  out_boxes = np.concatenate([gt, ig]).reshape(-1, 4)
+  out_classes = np.concatenate([np.zeros(len(gt), np.int32), np.full(len(ig), -1, np.int32)])
+  area_ok = (out_boxes[:, 2] > out_boxes[:, 0]) & (out_boxes[:, 3] > out_boxes[:, 1])
+  dropped += int((~area_ok).sum())
+  return {"image": image, "boxes": out_boxes[area_ok], "classes": out_classes[area_ok],
+          "crop": (x0, y0, crop_h, crop_w), "flip": flip, "factor": factor, "dropped": dropped}
+
+
+def preprocess_alfnet(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, index: int, image_id: str,
+                      data_cfg, u) -> dict:
+  """One CityPersons training image through `alfnet_augment`, normalised and padded: one example
+  (the fields of `preprocess`; image_size = data.train_size, scale = train_h / crop_h)."""
+  aug = alfnet_augment(image, boxes, classes, u, data_cfg.train_size, data_cfg.flip_prob)
+  th, tw = (int(v) for v in data_cfg.train_size)
+  h, w = image.shape[:2]
+  img = pad_image(normalize_image(aug["image"], data_cfg.pixel_mean, data_cfg.pixel_std, data_cfg.bgr),
+                  data_cfg.pad_size, image_id)
+  gt_boxes, gt_classes, gt_valid = pad_boxes(aug["boxes"], aug["classes"], data_cfg.max_boxes, image_id)
+  return {"image": img, "image_size": np.array([th, tw], np.int32), "orig_size": np.array([h, w], np.int32),
+          "scale": np.float32(th / aug["crop"][2]), "gt_boxes": gt_boxes, "gt_classes": gt_classes,
+          "gt_valid": gt_valid, "image_id": np.int32(index), "num_boxes": np.int32(len(aug["boxes"])),
+          "num_dropped": np.int32(aug["dropped"])}

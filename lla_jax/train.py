@@ -1,17 +1,23 @@
 """The training loop: optax chain, a jitted sharded train step with donated state, orbax
-checkpoints with auto-resume, metrics and a progress line, evaluation at the end."""
+checkpoints with auto-resume, metrics and a progress line, optional periodic evaluation that keeps
+the best checkpoint by val MR, evaluation at the end.
+
+The step runs on the global batch over a `data` mesh of every device of every process
+(lla_jax/sharding.py): the same loss, normalisers and BatchNorm statistics on 1 device or 8 x N.
+"""
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from absl import logging
+from jax.experimental import multihost_utils
 
 from lla_jax import checkpointing, sharding, writers
 from lla_jax.methods import get_method
@@ -27,10 +33,12 @@ class TrainState:
 
 def scaled_train_config(tr: ml_collections.ConfigDict) -> dict:
   """The cvpods linear scaling rule for a global batch B: ratio = B / reference batch; lr x ratio;
-  steps, lr_steps and the checkpoint period / ratio; warmup unchanged (lla.md §9)."""
+  steps, lr_steps and the checkpoint and evaluation periods / ratio; warmup unchanged (lla.md §9)."""
   ratio = tr.batch_size / tr.reference_batch_size if tr.scale_by_batch else 1.0
+  eval_every = tr.get("eval_every", 0)
   return dict(lr=tr.base_lr * ratio, steps=int(tr.steps / ratio), lr_steps=tuple(int(s / ratio) for s in tr.lr_steps),
-              checkpoint_every=max(1, int(tr.checkpoint_every / ratio)))
+              checkpoint_every=max(1, int(tr.checkpoint_every / ratio)),
+              eval_every=max(1, int(eval_every / ratio)) if eval_every else 0)
 
 
 def learning_rate_schedule(base_lr, warmup_steps, warmup_factor, lr_steps, gamma):
@@ -64,8 +72,9 @@ def make_optimizer(config, method, params):
   return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels), schedule
 
 
-def make_train_step(method, tx, schedule, mesh):
-  """jit(train_step) over the mesh: state replicated and donated, batch sharded on `data`."""
+def make_train_step(method, tx, schedule, mesh, state_sharding=None):
+  """jit(train_step) over the mesh: state donated and laid out as `state_sharding` (a pytree of
+  NamedShardings like the state, or one for all; default replicated), batch sharded on `data`."""
   def train_step(state: TrainState, batch: dict, rng):
     rng = jax.random.fold_in(rng, state.step)
     if method.update is not None:
@@ -79,12 +88,34 @@ def make_train_step(method, tx, schedule, mesh):
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state), metrics
 
   repl, data = sharding.replicated(mesh), sharding.data_sharding(mesh)
-  return jax.jit(train_step, in_shardings=(repl, data, repl), out_shardings=(repl, repl), donate_argnums=(0,))
+  state_sharding = repl if state_sharding is None else state_sharding
+  return jax.jit(train_step, in_shardings=(state_sharding, data, repl), out_shardings=(state_sharding, repl),
+                 donate_argnums=(0,))
+
+
+def state_layout(config, mesh, tree):
+  """NamedShardings for a state pytree (arrays or ShapeDtypeStructs): `config.train.param_sharding`
+  'replicated' (data parallel) or 'fsdp' (arrays of >= train.fsdp_min_size elements split over `data`)."""
+  tr = config.train
+  return sharding.tree_sharding(mesh, tree, tr.get("param_sharding", "replicated"), tr.get("fsdp_min_size", 1 << 16))
+
+
+def train_rng(config, mesh):
+  """The replicated base key of the train step (folded with the step inside), a global array."""
+  return jax.jit(lambda: jax.random.key(config.seed + 1), out_shardings=sharding.replicated(mesh))()
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_init(init, input_hw, seed):
+  """jit(method.init) for one input shape and seed, compiled once per process: initialisers compile slowly
+  on CPU, and tests build states on several meshes from the same method."""
+  return jax.jit(lambda: init(jax.random.key(seed), input_hw))
 
 
 def create_train_state(config, method, mesh):
-  """Initial state on the mesh (parameters replicated), with pretrained weights if configured."""
-  variables = method.init(jax.random.key(config.seed), tuple(config.data.pad_size))
+  """Initial state laid out on the mesh (state_layout), with pretrained weights if configured. Every
+  process computes the same initial values and fills its own devices' slices of the global arrays."""
+  variables = _jitted_init(method.init, tuple(config.data.pad_size), config.seed)()
   params = variables["params"]
   model_state = {k: v for k, v in variables.items() if k != "params"}
   pretrained = config.model.backbone.get("pretrained")
@@ -92,37 +123,64 @@ def create_train_state(config, method, mesh):
     from lla_jax import weights
     params, report = weights.load_pretrained(params, pretrained, config.model)
     logging.info("pretrained weights from %s: %s", pretrained, report)
+  params = sharding.place(params, state_layout(config, mesh, params))
+  model_state = sharding.place(model_state, state_layout(config, mesh, model_state))
   tx, schedule = make_optimizer(config, method, params)
-  opt_state = method.update_init(params) if method.update is not None else tx.init(params)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state, model_state=model_state)
-  return jax.device_put(state, sharding.replicated(mesh)), tx, schedule
+  opt_init = method.update_init if method.update is not None else tx.init
+  # Optimizer state is built in place, with the layout of the final shardings.
+  opt_state = jax.jit(opt_init, out_shardings=state_layout(config, mesh, jax.eval_shape(opt_init, params)))(params)
+  step = sharding.place(np.zeros((), np.int32), sharding.replicated(mesh))
+  return TrainState(step=step, params=params, opt_state=opt_state, model_state=model_state), tx, schedule
+
+
+def global_metric(metrics, key: str) -> float:
+  """metrics[key] from process 0 (evaluate returns metrics there only) on every process; nan if absent."""
+  value = np.float64(np.nan)
+  if metrics is not None and metrics.get(key) is not None:
+    value = np.float64(metrics[key])
+  if jax.process_count() > 1:
+    value = multihost_utils.broadcast_one_to_all(value)
+  return float(value)
 
 
 def train_and_evaluate(config, workdir: str):
-  """Trains `config` in `workdir`, resuming from its latest checkpoint, then evaluates."""
+  """Trains `config` in `workdir`, resuming from its latest checkpoint, evaluating every
+  train.eval_every steps (keeping the best state by val MR in workdir/best), then evaluates."""
   import data_pipelines
 
   method = get_method(config)
   mesh = sharding.make_mesh()
   tr = config.train
-  total = scaled_train_config(tr)["steps"]
-  ckpt_every = scaled_train_config(tr)["checkpoint_every"]
+  scaled = scaled_train_config(tr)
+  total, ckpt_every, eval_every = scaled["steps"], scaled["checkpoint_every"], scaled["eval_every"]
   state, tx, schedule = create_train_state(config, method, mesh)
   checkpoints = checkpointing.Checkpoints(workdir, tr.keep_checkpoints)
   start = checkpoints.latest_step() or 0
   if start:
     state = checkpoints.restore(state)
     logging.info("resumed from %s at step %d", checkpoints.directory, start)
-    print(f"Resuming from checkpoint step {start} in {checkpoints.directory}", flush=True)
-  train_step = make_train_step(method, tx, schedule, mesh)
+    if jax.process_index() == 0:
+      print(f"Resuming from checkpoint step {start} in {checkpoints.directory}", flush=True)
+  train_step = make_train_step(method, tx, schedule, mesh, jax.tree.map(lambda x: x.sharding, state))
   writer = writers.MetricWriter(workdir)
+  best = checkpointing.BestCheckpoint(workdir) if eval_every else None
+
+  def evaluate_and_keep_best(step):
+    from lla_jax import evaluate
+    result = evaluate.evaluate(config, workdir, state=state, method=method, mesh=mesh, writer=writer)
+    if best is not None and best.update(step, global_metric(result, "MR"), state,
+                                        extra={k: result[k] for k in ("AP", "Recall", "JI")} if result else None):
+      if jax.process_index() == 0:
+        print(f"New best val MR {100 * best.value:.2f} at step {step}: saved to {best.checkpoints.directory}", flush=True)
+    return result
+
   if start < total:
     # The input order depends on the step we start from, so a resumed run sees fresh batches.
     train_iter, _ = data_pipelines.create_dataset(
-        config.data, split=config.data.train_split, batch_size=sharding.local_batch_size(tr.batch_size), train=True,
-        seed=config.seed + start, process_index=jax.process_index(), process_count=jax.process_count())
+        config.data, split=config.data.train_split, batch_size=sharding.local_batch_size(tr.batch_size, mesh),
+        train=True, seed=config.seed + start, process_index=jax.process_index(), process_count=jax.process_count())
     progress = writers.Progress(total, tr.batch_size, start)
-    rng = jax.random.key(config.seed + 1)
+    rng = train_rng(config, mesh)
     for step in range(start + 1, total + 1):
       batch = sharding.shard_batch(next(train_iter), mesh)
       state, metrics = train_step(state, batch, rng)
@@ -134,10 +192,11 @@ def train_and_evaluate(config, workdir: str):
         progress.report(step, {k: metrics[k] for k in ("loss", "loss_cls", "loss_box", "loss_aux") if k in metrics})
       if step % ckpt_every == 0 or step == total:
         checkpoints.save(step, state)
+      if eval_every and step % eval_every == 0 and not (step == total and tr.eval_after_train):
+        evaluate_and_keep_best(step)
   checkpoints.close()
-  result = None
-  if tr.eval_after_train:
-    from lla_jax import evaluate
-    result = evaluate.evaluate(config, workdir, state=state, method=method, mesh=mesh, writer=writer)
+  result = evaluate_and_keep_best(total) if tr.eval_after_train else None
+  if best is not None:
+    best.close()
   writer.close()
   return result

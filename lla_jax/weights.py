@@ -25,6 +25,12 @@ Keras files are the legacy HDF5 layout (root or 'model_weights' group with a 'la
 group per layer, weights in Keras' order: kernel, bias / gamma, beta, moving_mean, moving_variance).
 torch is imported lazily and only for `.pth`/`.pt` files; `.pkl` and `.npz` hold the same name → array maps
 without it.
+
+Entry points: `load_variables` (any file into any model of the suite, by the file's names),
+`load_pretrained` (params only: config.model.backbone.pretrained), `convert_command` (--mode=convert:
+a file into a step-0 checkpoint that --mode=eval restores). The pixel convention follows the weights
+(`format_pixel_conventions`); the config records it in data.bgr / pixel_mean / pixel_std, and
+`check_pixel_convention` stops with the override flags when they disagree.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ import re
 import string
 from typing import Callable, Iterable, Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -581,22 +588,182 @@ def load_pretrained(params: Mapping, path: str, model_cfg, strict: bool = True) 
 
   A cvpods detector checkpoint fills backbone, FPN and head; any other format fills the backbone only.
   The format must match `model.backbone.layout` (stride placement is invisible in shapes) and the model
-  must use FrozenBN (the files carry BN statistics).
+  must use FrozenBN (the files carry BN statistics). MobileNet weights need the BN statistics too: use
+  `load_variables`.
+  """
+  variables, report = load_variables({"params": params}, path, model_cfg, strict=strict)
+  return variables["params"], report
+
+
+def backbone_kind(model_cfg) -> str:
+  """'resnet' or 'mobilenet' (config.model.backbone.name; the FCOS-family configs have no name: ResNet)."""
+  kind = model_cfg.backbone.get("name", "resnet")
+  if kind not in ("resnet", "mobilenet"):
+    raise ValueError(f"config.model.backbone.name={kind!r}: expected 'resnet' or 'mobilenet'")
+  return kind
+
+
+def load_variables(variables: Mapping, path: str, model_cfg, strict: bool = True, data_cfg=None) -> tuple:
+  """Weights file -> (variables {'params', ...}, LoadReport), for any model of the suite.
+
+  cvpods LLA/FCOS/ATSS checkpoints fill a whole FCOS-family detector; MSRA caffe, detectron2,
+  torchvision and Keras ResNet files fill a ResNet backbone (bare, or under 'backbone' of a detector or
+  ALFNet); Keras MobileNet v1 files fill a MobileNet backbone, BN statistics included ('batch_stats').
+  With `data_cfg` (config.data) the pixel convention is checked first (check_pixel_convention).
   """
   source, names = read_weights(path)
-  source = {k: v for k, v in source.items() if not k.endswith("_momentum")}
+  if data_cfg is not None:
+    check_pixel_convention(data_cfg, detect_format(source), _layout(model_cfg), path)
+  return _load_source(variables, source, names, path, model_cfg, strict)
+
+
+def _layout(model_cfg):
+  return model_cfg.backbone.get("layout", None) if backbone_kind(model_cfg) == "resnet" else None
+
+
+def _load_source(variables, source, names, path, model_cfg, strict):
+  """load_variables on a file already read (read_weights -> source, names)."""
+  source = {k: v for k, v in source.items() if not k.endswith("_momentum")}  # solver state, as detectron2 drops
   fmt = detect_format(source)
   b = model_cfg.backbone
+  kind = backbone_kind(model_cfg)
   if fmt == "keras_mobilenet":
-    raise ValueError(f"{path}: MobileNet v1 weights; the FCOS detector has a ResNet backbone (use load_keras)")
+    if kind != "mobilenet":
+      raise ValueError(f"{path}: MobileNet v1 weights, but config.model.backbone is a {kind}")
+    return load_mobilenet(variables, source, source_name=path, keras_names=names, strict=strict)
+  if kind != "resnet":
+    raise ValueError(f"{path}: {fmt} (ResNet) weights, but config.model.backbone.name={kind!r}")
   if b.layout not in FORMAT_LAYOUTS[fmt]:
     raise ValueError(f"{path}: {fmt} weights need model.backbone.layout in {FORMAT_LAYOUTS[fmt]}, got {b.layout!r}")
   if b.norm != "frozen_bn":
     raise ValueError(f"{path}: pretrained BN weights need model.backbone.norm='frozen_bn', got {b.norm!r}")
+  params = variables["params"]
   if fmt == "cvpods":
-    return convert_cvpods(params, source, source_name=path, strict=strict)
+    params, report = convert_cvpods(params, source, source_name=path, strict=strict)
+    return {**variables, "params": params}, report
   eps = b.get("bn_eps", None) or resnet_lib.LAYOUTS[b.layout]["bn_eps"]
   if fmt == "keras_v2" and (eps != 1.001e-5 or b.get("stem_pool", None) != "symmetric"):
     raise ValueError(f"{path}: keras.applications ResNet50 weights were trained with BN eps 1.001e-5 and a "
                      "symmetric stem pool; set model.backbone.bn_eps=1.001e-5 and model.backbone.stem_pool='symmetric'")
-  return load_resnet(params, source, fmt, source_name=path, bn_eps=eps, keras_names=names or None, strict=strict)
+  params, report = load_resnet(params, source, fmt, source_name=path, bn_eps=eps, keras_names=names or None,
+                               strict=strict)
+  return {**variables, "params": params}, report
+
+
+# ------------------------------------------------------------------------------------ pixel conventions
+
+
+def format_pixel_conventions(fmt: str, layout: str | None = None) -> tuple:
+  """The pixel conventions (PIXEL_CONVENTIONS keys, preferred first) that weights of format `fmt` accept.
+
+  detectron2 / cvpods names carry no hint of their origin: caffe layout -> MSRA caffe pixels,
+  torchvision layout -> torchvision pixels. Keras MobileNet v1 was trained on 'tf' pixels (x / 127.5 - 1)
+  but ALFNet's released code feeds it caffe-style BGR minus mean (alfnet.md §1.2): both are accepted.
+  """
+  table = {"c2": ("caffe",), "torchvision": ("torchvision",), "keras_v1": ("keras",), "keras_v2": ("keras",),
+           "keras_mobilenet": ("keras_tf", "keras")}
+  if fmt in ("detectron2", "cvpods"):
+    return ("torchvision",) if layout == "torchvision" else ("caffe",)
+  if fmt not in table:
+    raise ValueError(f"no pixel convention known for weight format {fmt!r}")
+  return table[fmt]
+
+
+def _same_pixels(data_cfg, conv: dict, tol: float = 1e-3) -> bool:
+  return (bool(data_cfg.bgr) == conv["bgr"]
+          and np.allclose(np.asarray(data_cfg.pixel_mean, np.float64), conv["mean"], atol=tol, rtol=0)
+          and np.allclose(np.asarray(data_cfg.pixel_std, np.float64), conv["std"], atol=tol, rtol=0))
+
+
+def override_flags(kind: str) -> str:
+  """The command-line overrides that set config.data to pixel convention `kind`."""
+  c = PIXEL_CONVENTIONS[kind]
+  vec = lambda v: "'(" + ", ".join(f"{x:g}" for x in v) + ")'"
+  return f"--config.data.bgr={c['bgr']} --config.data.pixel_mean={vec(c['mean'])} --config.data.pixel_std={vec(c['std'])}"
+
+
+def check_pixel_convention(data_cfg, fmt: str, layout: str | None, source: str) -> str:
+  """Raises ValueError naming the config fields (and the exact override flags) when config.data's
+  bgr / pixel_mean / pixel_std are not a convention the weights accept; returns the matching kind."""
+  kinds = format_pixel_conventions(fmt, layout)
+  for kind in kinds:
+    if _same_pixels(data_cfg, PIXEL_CONVENTIONS[kind]):
+      return kind
+  want = PIXEL_CONVENTIONS[kinds[0]]
+  raise ValueError(
+      f"{source}: {fmt} weights expect '{kinds[0]}' pixels (bgr={want['bgr']}, mean={want['mean']}, "
+      f"std={want['std']}{'; or ' + ', '.join(repr(k) for k in kinds[1:]) if kinds[1:] else ''}) but the config has "
+      f"data.bgr={data_cfg.bgr}, data.pixel_mean={tuple(data_cfg.pixel_mean)}, "
+      f"data.pixel_std={tuple(data_cfg.pixel_std)}. Set data.bgr, data.pixel_mean and data.pixel_std: "
+      f"{override_flags(kinds[0])} (or --config.convert.check_pixels=False to keep yours)")
+
+
+# ---------------------------------------------------------------------------------------- --mode=convert
+
+
+def convert_command(config, workdir: str):
+  """--mode=convert: `config.convert.source` -> a checkpoint of the method's train state in `workdir`.
+
+  Builds the initial train state (lla_jax.train.create_train_state), checks the pixel convention of the
+  weights against config.data (config.convert.check_pixels), loads the file (cvpods checkpoints fill
+  the whole detector; the other formats the backbone), prints the loaded / missing / unused report,
+  writes it to workdir/convert_report.json and saves the state as checkpoint `config.convert.step` so
+  that `--mode=eval` with the same config evaluates it. Refuses a workdir that holds checkpoints
+  already (a later step would shadow the converted one). Returns the LoadReport.
+  """
+  from jax.experimental import multihost_utils
+
+  from lla_jax import checkpointing, sharding, train, writers
+  from lla_jax.methods import get_method
+
+  cv = config.get("convert", None)
+  if cv is None or not cv.get("source", None):
+    raise ValueError("--mode=convert needs --config.convert.source=FILE (.pkl, .pth, .npz or .h5 weights)")
+  path = os.path.abspath(os.path.expanduser(cv.source))
+  source, names = read_weights(path)
+  pixels = None
+  if cv.get("check_pixels", True):
+    pixels = check_pixel_convention(config.data, detect_format(source), _layout(config.model), path)
+
+  checkpoints = checkpointing.Checkpoints(workdir, config.train.keep_checkpoints)
+  if checkpoints.latest_step() is not None:
+    raise FileExistsError(f"--mode=convert: {checkpoints.directory} already holds checkpoints "
+                          f"{checkpoints.all_steps()}; convert into a fresh --workdir")
+  method = get_method(config)
+  mesh = sharding.make_mesh()
+  state, _, _ = train.create_train_state(config, method, mesh)
+  variables = multihost_utils.process_allgather({"params": state.params, **state.model_state}, tiled=True)
+  variables, report = _load_source(variables, source, names, path, config.model, cv.get("strict", True))
+  placed = sharding.place(variables, jax.tree.map(lambda x: x.sharding, {"params": state.params, **state.model_state}))
+  state = state.replace(params=placed.pop("params"), model_state=placed,
+                        step=sharding.place(np.asarray(int(cv.get("step", 0)), np.int32), state.step.sharding))
+  checkpoints.save(int(cv.get("step", 0)), state)
+  checkpoints.close()
+  written = {p.split("[")[0] for p in report.loaded + report.defaulted}
+  initialised = sorted(p for p in map(_fmt, _flatten(variables)) if p not in written)
+  if jax.process_index() == 0:
+    writers.write_json_atomic(os.path.join(workdir, "convert_report.json"), {
+        "source": path, "format": report.format, "pixel_convention": pixels, "step": int(cv.get("step", 0)),
+        "loaded": report.loaded, "missing": report.missing, "defaulted": report.defaulted, "unused": report.unused,
+        "initialised": initialised})
+    print(format_report(report), flush=True)
+    if initialised:
+      groups = sorted({"/".join(p.split("/")[:2]) for p in initialised})
+      print(f"  kept at initialisation (not in this format): {len(initialised)} variables under "
+            f"{', '.join(groups)}", flush=True)
+    print(f"Saved checkpoint step {int(cv.get('step', 0))} in {checkpoints.directory}; evaluate it with "
+          f"python main.py --mode=eval --config=<same config> --workdir={workdir}", flush=True)
+  return report
+
+
+def format_report(report: LoadReport, max_names: int = 20) -> str:
+  """The loaded / missing / defaulted / unused report, listing up to `max_names` names per group."""
+  lines = [f"Converted {report.source} ({report.format} names): loaded {len(report.loaded)}, "
+           f"missing {len(report.missing)}, defaulted {len(report.defaulted)}, unused {len(report.unused)}"]
+  for title, names in (("missing (kept at initialisation)", report.missing),
+                       ("defaulted", report.defaulted), ("unused (in the file, no place in the model)", report.unused)):
+    if names:
+      shown = names[:max_names]
+      more = f" ... and {len(names) - max_names} more" if len(names) > max_names else ""
+      lines.append(f"  {title}: {', '.join(shown)}{more}")
+  return "\n".join(lines)

@@ -375,8 +375,41 @@ def test_predict_and_alternating_step():
   assert float(jnp.abs(new["pred0_2"]["conv"]["kernel"] - params["pred0_2"]["conv"]["kernel"]).sum()) > 0
   # With the switch on, the joint Method.loss refuses to run instead of silently training the other mode.
   c.alfnet.alternating = True
-  with pytest.raises(NotImplementedError, match="make_alternating_step"):
+  with pytest.raises(NotImplementedError, match="Method.update"):
     alf_method.build(c, backbone=TinyBackbone()).loss(params, state, batch, None)
+
+
+def test_alternating_mode_through_the_train_step():
+  # config.alfnet.alternating=True: Method.update replaces the optax step, and one step of lla_jax.train's
+  # jitted train step is exactly make_alternating_step on the same batch.
+  from lla_jax import sharding, train
+  c = _tiny_config(2)
+  c.data.pad_size = (64, 128)
+  c.train.base_lr = 1e-3
+  assert alf_method.build(c, backbone=TinyBackbone()).update is None          # joint mode: the optax step
+  c.alfnet.alternating = True
+  method = alf_method.build(c, backbone=TinyBackbone())
+  assert method.update is not None and method.update_init is not None
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  with jax.default_prng_impl("unsafe_rbg"):   # threefry makes the Flax init compile ~8x slower on CPU
+    state, tx, schedule = train.create_train_state(c, method, mesh)
+  params0 = jax.device_get(state.params)
+  assert isinstance(state.opt_state, alf_method.AlternatingState)
+  batch = {k: np.asarray(v) for k, v in _batch(np.random.default_rng(5)).items()}
+  alt = alf_method.make_alternating_step(c, backbone=TinyBackbone())
+  want, want_opt, _, want_metrics = jax.jit(alt.step)(params0, alt.init(params0), {}, batch, None)
+  step = train.make_train_step(method, tx, schedule, mesh)
+  new_state, metrics = step(state, sharding.shard_batch(batch, mesh), jax.random.key(0))
+  assert int(new_state.step) == 1 and int(new_state.opt_state.iterations) == int(want_opt.iterations) == 2
+  assert float(metrics["loss"]) == pytest.approx(float(want_metrics["loss"]), rel=1e-6)
+  got = jax.device_get(new_state.params)
+  moved = jax.tree_util.tree_map(lambda a, b: float(np.abs(a - b).max()), got, params0)
+  assert min(moved["pred1_1"]["conv"]["kernel"], moved["pred1_2"]["conv"]["kernel"]) > 1e-4
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got, jax.device_get(want))
+  # The alternating mode is Keras Adam at a constant rate: optimiser settings it would ignore are refused.
+  c.train.optimizer = "sgd"
+  with pytest.raises(ValueError, match="train.optimizer='sgd'"):
+    alf_method.build(c, backbone=TinyBackbone())
 
 
 # ------------------------------------------------------------------------------------------------

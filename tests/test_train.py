@@ -1,4 +1,7 @@
-"""Schedule, linear scaling rule and optimiser masking."""
+"""Schedule, linear scaling rule, optimiser masking, and the loop (periodic evaluation, best checkpoint,
+resume)."""
+import os
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -41,3 +44,54 @@ def test_frozen_params_untouched_and_decay_masked():
   np.testing.assert_allclose(updates["frozen"], 0.0)
   np.testing.assert_allclose(updates["gn"], 0.0)                     # no decay on GroupNorm
   np.testing.assert_allclose(updates["conv"], -0.01 * 1e-4, rtol=1e-5)  # lr * wd * param
+
+
+def test_linear_scaling_rule_scales_eval_period():
+  tr = base.get_base_config().train
+  tr.batch_size, tr.eval_every = 8, 2500
+  assert train.scaled_train_config(tr)["eval_every"] == 5000
+  tr.eval_every = 0
+  assert train.scaled_train_config(tr)["eval_every"] == 0    # 0 stays "only at the end"
+
+
+def test_loop_evaluates_periodically_keeps_best_and_resumes(tmp_path, monkeypatch):
+  """The real loop on a toy method and batches: checkpoints, metrics, evaluation every 2 steps with the
+  best val MR kept in workdir/best, then a restart that resumes and extends the schedule."""
+  import itertools
+  import json
+
+  import data_pipelines
+  from lla_jax import evaluate
+  from tests.test_checkpointing import toy_batch, toy_config, toy_method
+
+  config = toy_config()
+  config.train.update(steps=6, eval_every=2, checkpoint_every=2, log_every=1, keep_checkpoints=2)
+  monkeypatch.setattr(train, "get_method", lambda c: toy_method())
+  monkeypatch.setattr(data_pipelines, "create_dataset",
+                      lambda *a, **k: ((toy_batch(i) for i in itertools.count(1)), {}))
+  mr = {2: 0.5, 4: 0.3, 6: 0.4, 8: 0.2}
+  evaluated = []
+
+  def fake_evaluate(config, workdir, state=None, step=None, method=None, mesh=None, writer=None):
+    evaluated.append(int(jax.device_get(state.step)))
+    return {"MR": mr[evaluated[-1]], "AP": 0.9, "Recall": 0.95, "JI": 0.7}
+
+  monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
+  result = train.train_and_evaluate(config, str(tmp_path))
+  assert evaluated == [2, 4, 6] and result["MR"] == 0.4
+  with open(tmp_path / "best.json") as f:
+    assert json.load(f) == {"step": 4, "MR": 0.3, "AP": 0.9, "Recall": 0.95, "JI": 0.7}
+  assert sorted(os.listdir(tmp_path / "best")) == ["4"]
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4", "6"]
+  with open(tmp_path / "metrics.jsonl") as f:
+    rows = [json.loads(line) for line in f]
+  assert [r["step"] for r in rows if "train/loss" in r] == [1, 2, 3, 4, 5, 6]
+  assert all(np.isfinite(r["train/loss"]) for r in rows if "train/loss" in r)
+
+  evaluated.clear()
+  config.train.steps = 8           # restart with a longer schedule: resumes at 6, trains 7 and 8
+  result = train.train_and_evaluate(config, str(tmp_path))
+  assert evaluated == [8] and result["MR"] == 0.2
+  with open(tmp_path / "best.json") as f:
+    assert json.load(f)["step"] == 8
+  assert sorted(os.listdir(tmp_path / "best")) == ["8"]

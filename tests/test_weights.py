@@ -1,4 +1,5 @@
 """Weight importers (issue 7): Keras numerical parity, MSRA caffe / torchvision / cvpods name tables."""
+import json
 import os
 import pickle
 
@@ -456,3 +457,105 @@ def test_pixel_convention():
   assert weights.pixel_convention("keras")["mean"] == (103.939, 116.779, 123.68)
   with pytest.raises(ValueError, match="pixel convention"):
     weights.pixel_convention("rgb")
+
+
+# ---------------------------------------------------------------------------------------- --mode=convert
+
+
+def tiny_lla_config(source):
+  """A tiny LLA.FCOS config whose detector matches `tiny_model_cfg`, converting `source`."""
+  c = base.get_base_config()
+  c.model = tiny_model_cfg()
+  c.data.pad_size = (64, 64)
+  c.convert.source = str(source)
+  return c
+
+
+def test_convert_command_then_eval_restore(tmp_path, capsys):
+  from lla_jax import checkpointing, cli, sharding, train
+  from lla_jax.methods import get_method
+  c = tiny_lla_config(tmp_path / "model_final.pkl")
+  sd = cvpods_state_dict(np.random.default_rng(5), c.model)
+  with open(c.convert.source, "wb") as f:
+    pickle.dump({"model": dict(sd, **{"extra.num_batches_tracked": np.asarray(3)}), "iteration": 28125}, f)
+  workdir = str(tmp_path / "w")
+  with jax.default_prng_impl("unsafe_rbg"):   # threefry makes the Flax init compile ~8x slower on CPU
+    report = cli.run(c, workdir, "convert")
+  out = capsys.readouterr().out
+  assert f"loaded {len(sd)}, missing 0, defaulted 0, unused 1" in out and "extra.num_batches_tracked" in out
+  assert len(report.loaded) == len(sd)
+  saved = json.load(open(os.path.join(workdir, "convert_report.json")))
+  assert saved["format"] == "cvpods" and saved["pixel_convention"] == "caffe" and saved["initialised"] == []
+  # --mode=eval restores exactly this way (evaluate.evaluate): a fresh state of the same config, then the checkpoint.
+  # The template is abstract (shapes, dtypes, shardings): only the checkpoint supplies values.
+  template = jax.eval_shape(lambda: train.create_train_state(c, get_method(c), sharding.make_mesh())[0])
+  ckpt = checkpointing.Checkpoints(workdir)
+  assert ckpt.all_steps() == [0]
+  state = ckpt.restore(template)
+  ckpt.close()
+  exported = weights.export_cvpods(jax.device_get(state.params))
+  assert exported.keys() == sd.keys()
+  for k in sd:
+    np.testing.assert_array_equal(exported[k], sd[k], err_msg=k)
+  assert int(state.step) == 0
+  # A second conversion into the same workdir would be shadowed by / shadow the first: refused.
+  with pytest.raises(FileExistsError, match="fresh --workdir"):
+    weights.convert_command(c, workdir)
+
+
+def test_convert_command_checks(tmp_path):
+  c = tiny_lla_config(tmp_path / "model_final.npz")
+  np.savez(c.convert.source, **cvpods_state_dict(np.random.default_rng(6), c.model))
+  c.data.bgr, c.data.pixel_mean, c.data.pixel_std = False, (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+  with pytest.raises(ValueError, match=r"'caffe' pixels .* data\.bgr=False.*--config\.data\.bgr=True "
+                                       r"--config\.data\.pixel_mean='\(103\.53, 116\.28, 123\.675\)' "
+                                       r"--config\.data\.pixel_std='\(1, 1, 1\)'"):
+    weights.convert_command(c, str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w" / "checkpoints")
+  c.convert.source = None
+  with pytest.raises(ValueError, match="config.convert.source"):
+    weights.convert_command(c, str(tmp_path / "w3"))
+
+
+def test_pixel_conventions_of_formats():
+  data = base.get_base_config().data   # MSRA caffe pixels
+  assert weights.check_pixel_convention(data, "c2", "caffe", "f") == "caffe"
+  assert weights.check_pixel_convention(data, "cvpods", "caffe", "f") == "caffe"
+  with pytest.raises(ValueError, match="'torchvision' pixels"):
+    weights.check_pixel_convention(data, "cvpods", "torchvision", "f")
+  data.update(weights.pixel_convention("keras") | {"pixel_mean": weights.pixel_convention("keras")["mean"],
+                                                   "pixel_std": weights.pixel_convention("keras")["std"]})
+  # ALFNet feeds MobileNet caffe-style pixels; the Keras 'tf' convention is accepted too.
+  assert weights.check_pixel_convention(data, "keras_mobilenet", None, "f") == "keras"
+  assert weights.check_pixel_convention(data, "keras_v1", "keras", "f") == "keras"
+  assert weights.override_flags("torchvision") == (
+      "--config.data.bgr=False --config.data.pixel_mean='(123.675, 116.28, 103.53)' "
+      "--config.data.pixel_std='(58.395, 57.12, 57.375)'")
+
+
+def test_load_variables_mobilenet_alfnet(tmp_path):
+  """Keras MobileNet v1 weights into ALFNet's backbone, BN statistics included, through load_variables."""
+  keras = _keras()
+  from configs.alfnet_r50_2s import alfnet_config
+  from lla_jax.methods import alfnet
+  km = keras.applications.MobileNet(weights=None, include_top=False, input_shape=(64, 64, 3), alpha=0.25)
+  _randomize_keras(km, 7)
+  path = str(tmp_path / "mobilenet.h5")
+  km.save(path)
+  c = alfnet_config(1, backbone="mobilenet")
+  c.model.backbone.alpha = 0.25
+  c.alfnet.cpb_channels = c.alfnet.p3_channels = c.alfnet.p6_channels = 8
+  shapes = jax.eval_shape(lambda: alfnet.build(c).init(jax.random.key(0), (64, 128)))
+  variables, report = weights.load_variables(_zeros(shapes), path, c.model)
+  assert report.format == "keras_mobilenet" and not report.missing and not report.unused
+  by_name = {layer.name: layer.get_weights() for layer in km.layers}
+  np.testing.assert_array_equal(variables["batch_stats"]["backbone"]["conv_pw_7_bn"]["var"], by_name["conv_pw_7_bn"][3])
+  np.testing.assert_array_equal(variables["params"]["backbone"]["conv_dw_3"]["kernel"],
+                                by_name["conv_dw_3"][0].transpose(0, 1, 3, 2))
+  assert not np.any(np.asarray(variables["params"]["pred0_1"]["conv"]["kernel"]))   # the head is not in the file
+  with pytest.raises(ValueError, match="batch_stats"):
+    weights.load_pretrained(_zeros(shapes)["params"], path, c.model)
+  c2 = alfnet_config(1)
+  with pytest.raises(ValueError, match="MobileNet v1 weights, but config.model.backbone is a resnet"):
+    weights.load_variables(_zeros(jax.eval_shape(lambda: alfnet.build(c2).init(jax.random.key(0), (64, 128)))), path,
+                           c2.model)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from lla_jax import boxes, losses
+from lla_jax.assigners import common
 from lla_jax.types import Targets
 
 # The released values (lla.md §9); a ConfigDict or dict `cfg` overrides any of them.
@@ -18,9 +19,7 @@ DEFAULTS = dict(topk=10, reg_cost=1.5, inside_penalty=1000.0, inside_margin=0.01
 
 
 def _get(cfg, name):
-  if cfg is None:
-    return DEFAULTS[name]
-  return cfg.get(name, DEFAULTS[name]) if hasattr(cfg, "get") else getattr(cfg, name, DEFAULTS[name])
+  return common.option(cfg, name, DEFAULTS)
 
 
 def cost_matrix(points, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid, cfg=None):
@@ -75,28 +74,13 @@ def assign(points, strides, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid, cf
   ltrb (A, 4) predicted distances in pixels; gt_boxes (M, 4) xyxy; gt_classes (M,) with -1 for
   ignore; gt_valid (M,) bool. Points matched to ignore GTs are invalid but count in num_fg (Q2).
   """
-  del strides
+  common.check_inputs("lla", points, strides, jnp.asarray(cls_logits), jnp.asarray(ltrb), gt_boxes, gt_classes,
+                      gt_valid)
   if gt_boxes.shape[0] == 0:
-    return _background(points.shape[0])
-  cost, iou, (l, t, r, b) = cost_matrix(points, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid, cfg)
+    return common.targets_from_matches(points, gt_boxes, gt_classes, jnp.full((points.shape[0],), -1))
+  cost, iou, _ = cost_matrix(points, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid, cfg)
   assigned = select_positives(cost, _get(cfg, "topk"))
-  matched = assigned >= 0
-  g = jnp.maximum(assigned, 0)
-  cols = jnp.arange(points.shape[0])
-  is_ignore = gt_classes[g] < 0
-  fg = matched & ~is_ignore
-  box_targets = jnp.stack([x[g, cols] for x in (l, t, r, b)], axis=-1)
-  return Targets(
-      matched_gt=assigned,
-      fg=fg,
-      valid=~(matched & is_ignore),
-      box_targets=jnp.where(fg[:, None], box_targets, 0.0),
-      aux_target=jnp.where(fg, iou[g, cols], 0.0),     # IoU* of the detached prediction
-      num_fg=matched.sum().astype(jnp.float32),        # ignore matches included (Q2)
-  )
-
-
-def _background(a):
-  return Targets(matched_gt=jnp.full((a,), -1, jnp.int32), fg=jnp.zeros((a,), bool), valid=jnp.ones((a,), bool),
-                 box_targets=jnp.zeros((a, 4), jnp.float32), aux_target=jnp.zeros((a,), jnp.float32),
-                 num_fg=jnp.zeros((), jnp.float32))
+  # IoU* = IoU of the detached prediction with the assigned GT; ignore matches count in num_fg (Q2).
+  iou_star = iou[jnp.maximum(assigned, 0), jnp.arange(points.shape[0])]
+  return common.targets_from_matches(points, gt_boxes, gt_classes, assigned, aux_target=iou_star,
+                                     num_fg_counts_ignore=True)

@@ -12,8 +12,8 @@ Training modes (alfnet.md §9):
   alternating (faithful, config.alfnet.alternating = True): T optimiser updates per batch, each on
       one step's loss, re-running the network with the updated weights to build the next step's
       targets, with Keras-Adam moment buffers per step model and a shared iteration counter. It
-      cannot be a single loss, so the loop calls `make_alternating_step(config)` instead of its own
-      gradient step.
+      cannot be a single loss, so `build` sets `Method.update_init` / `Method.update` and the train
+      loop calls them instead of its optax step (`make_alternating_step` gives the same pair).
 
 Normalisation: every loss is divided by N+ = max(1, positives in the whole batch). Upstream
 additionally averages the per-image sums over the batch (a factor 1/B, Keras); it is dropped here.
@@ -214,8 +214,8 @@ def build(config, backbone=None) -> Method:
   def loss(params, model_state, batch, rng):
     del rng  # no stochastic layers
     if cfg.alternating:
-      raise NotImplementedError("config.alfnet.alternating=True trains with T updates per batch: the loop must call "
-                                "lla_jax.methods.alfnet.make_alternating_step(config) instead of Method.loss")
+      raise NotImplementedError("config.alfnet.alternating=True trains with T updates per batch: the train loop "
+                                "calls Method.update (make_alternating_step), not Method.loss")
     outputs, new_state = _apply(model, params, model_state, batch["image"], train=True)
     anchors = anchors_for(cfg, *batch["image"].shape[1:3])
     _check_outputs(outputs, anchors, batch["image"].shape)
@@ -240,7 +240,11 @@ def build(config, backbone=None) -> Method:
     # Upstream uses no weight decay (config.train.weight_decay = 0); kernels are marked for completeness.
     return jax.tree_util.tree_map_with_path(lambda path, x: getattr(path[-1], "key", "") == "kernel", params)
 
-  return Method(init=init, loss=loss, predict=predict, trainable=trainable, decay=decay)
+  update_init = update = None
+  if cfg.alternating:
+    update_init, update = alternating_update(config, model, trainable)
+  return Method(init=init, loss=loss, predict=predict, trainable=trainable, decay=decay, update_init=update_init,
+                update=update)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -272,8 +276,29 @@ def keras_adam(params, grads, m, v, mask, iteration, lr, b1, b2, eps):
   return params, m, v
 
 
+def check_alternating_config(tr) -> None:
+  """The alternating mode is Keras Adam (alfnet.md §9): refuse optimiser settings it would ignore."""
+  problems = []
+  if tr.get("optimizer", "sgd") != "adam":
+    problems.append(f"train.optimizer={tr.get('optimizer', 'sgd')!r} (expected 'adam')")
+  if tr.get("weight_decay", 0.0):
+    problems.append(f"train.weight_decay={tr.weight_decay} (expected 0)")
+  if tr.get("grad_clip", 0.0):
+    problems.append(f"train.grad_clip={tr.grad_clip} (expected 0)")
+  if problems:
+    raise ValueError("config.alfnet.alternating=True updates with Keras Adam; unsupported settings: "
+                     + ", ".join(problems))
+
+
 def make_alternating_step(config, backbone=None) -> AlternatingStep:
-  """The faithful per-step update of alfnet.md §9, to be jitted by the loop.
+  """The faithful per-step update of alfnet.md §9 (whatever config.alfnet.alternating says), to be
+  jitted by the caller; `build` installs the same pair as Method.update_init / Method.update."""
+  method = build(config, backbone)
+  return alternating_update(config, alfnet_model.from_config(config, backbone), method.trainable)
+
+
+def alternating_update(config, model, trainable) -> AlternatingStep:
+  """(init, step) of the alternating mode for `model` with optimiser mask `trainable(params)`.
 
   Per batch, for t = 1..T: run the network with the current weights; the step-t reference boxes
   are the anchors (t = 1) or B^{t-1} = decode(B^{t-2} of the previous update's run, the step-(t-1)
@@ -281,21 +306,24 @@ def make_alternating_step(config, backbone=None) -> AlternatingStep:
   Adam moments (the Keras step models share the optimiser object, hence `iterations`, so the t-th
   update of batch k uses iteration T k + t). With batch statistics (MobileNet BN) the reference
   deltas come from an inference-mode run, as Keras' `predict_on_batch`, the loss from a training run.
-  Reads config.train.base_lr, adam_b1, adam_b2, adam_eps.
+  Reads config.train adam_b1, adam_b2, adam_eps and the learning rate schedule of lla_jax.train
+  (base_lr, warmup, lr_steps; constant in the released recipe), indexed by the batch, not the update.
   """
+  from lla_jax import train as train_lib   # the loop's schedule; imported late (train imports the methods)
   cfg = config.alfnet
   tr = config.train
-  method = build(config, backbone)
-  model = alfnet_model.from_config(config, backbone)
+  check_alternating_config(tr)
   num_steps = cfg.num_steps
-  lr, b1, b2, eps = (float(tr.base_lr), float(tr.get("adam_b1", 0.9)), float(tr.get("adam_b2", 0.999)),
-                     float(tr.get("adam_eps", 1e-8)))
+  scaled = train_lib.scaled_train_config(tr)
+  schedule = train_lib.learning_rate_schedule(scaled["lr"], tr.warmup_steps, tr.warmup_factor, scaled["lr_steps"],
+                                              tr.lr_gamma)
+  b1, b2, eps = float(tr.get("adam_b1", 0.9)), float(tr.get("adam_b2", 0.999)), float(tr.get("adam_eps", 1e-8))
 
   def step_mask(params, t):
     """Parameters of the step-t model: trainable, and not a CPB of another step."""
     owner = jax.tree_util.tree_map_with_path(
         lambda path, _: alfnet_model.head_step([getattr(k, "key", str(k)) for k in path]) or 0, params)
-    return jax.tree_util.tree_map(lambda ok, s: bool(ok) and s in (0, t), method.trainable(params), owner)
+    return jax.tree_util.tree_map(lambda ok, s: bool(ok) and s in (0, t), trainable(params), owner)
 
   def init(params):
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
@@ -307,7 +335,8 @@ def make_alternating_step(config, backbone=None) -> AlternatingStep:
     anchors = jnp.asarray(anchors_for(cfg, *images.shape[1:3]))
     base = anchors                                       # B^{t-2}, refined by the step-(t-1) deltas
     iterations, ms, vs = opt_state.iterations, list(opt_state.m), list(opt_state.v)
-    metrics = {}
+    lr = schedule(iterations // num_steps)              # the batch index: T updates per batch
+    metrics = {"lr": lr}
     for t in range(1, num_steps + 1):
       fixed_ref = anchors if t == 1 else None
       if t > 1 and model_state:

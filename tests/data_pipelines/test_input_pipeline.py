@@ -215,3 +215,23 @@ def test_prepared_directory_is_really_checked(data_dir, tmp_path):
   (tmp_path / "crowdhuman" / "incomplete.abc_1.0.0").mkdir()  # a half-built folder is ignored
   it, info = data_pipelines.create_dataset(make_cfg(tmp_path, name="crowdhuman"), "val", 4, False, 0)
   assert info["num_images"] == 4 and next(it)["image_id"].tolist() == [0, 1, 2, 3]
+
+
+def test_non_finite_boxes_are_dropped_and_counted_in_both_sources():
+  """NaN / infinite boxes (which clipping alone would turn into valid-looking boxes or keep as NaN) never
+  reach an assigner: both the numpy and the tf.data preprocessing drop them and count them."""
+  cfg = make_cfg("/unused", min_size=4, max_size=100, pad_size=(8, 8), max_boxes=4, bgr=False)
+  img = np.full((4, 5, 3), 100, np.uint8)
+  boxes = np.array([[1, 0, 3, 2], [np.nan, 0, 2, 2], [0, 0, np.inf, 2], [-np.inf, 1, 2, 3]], np.float32)
+  classes = np.array([0, 0, -1, 0], np.int32)
+  want = transforms.preprocess(img, boxes, classes, 0, "nan", cfg, False)
+  assert want["num_boxes"] == 1 and want["num_dropped"] == 3
+  np.testing.assert_array_equal(want["gt_boxes"][0], [1, 0, 3, 2])
+  ex = {"image": tf.constant(tf.io.encode_png(img).numpy()), "image/id": tf.constant("nan"),
+        "image/index": tf.constant(0, tf.int64), "fbox": tf.constant(boxes), "ignore": tf.constant(classes < 0)}
+  for flip in (False, True):
+    got = {k: v.numpy() for k, v in input_pipeline.make_preprocess(tf, cfg)(ex, tf.constant(flip)).items()}
+    want = transforms.preprocess(img, boxes, classes, 0, "nan", cfg, flip)
+    assert got["num_boxes"] == 1 and got["num_dropped"] == 3 and np.isfinite(got["gt_boxes"]).all()
+    for k in ("gt_boxes", "gt_classes", "gt_valid"):
+      np.testing.assert_array_equal(got[k], want[k], err_msg=k)

@@ -1,0 +1,179 @@
+"""Multi-host training on loopback: 2 processes with 2 CPU devices each, joined by
+jax.distributed.initialize on 127.0.0.1, train the quick start detector (64 x 96 synthetic crowds from
+the numpy source, 3 steps) and match 1 process with 4 devices; the 2-process checkpoint then restores
+in the 1-process run (another host count). This file is also the worker:
+`python tests/test_multihost.py WORKDIR PROCESS_ID NUM_PROCESSES PORT`.
+
+Both runs must see the same global batches, so each worker renders the whole global batch and keeps its
+process's rows (the real loop gives every host its own shard of the files, a different sample order).
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 3
+# Each device computes on the same 2 images in both runs; only the cross-device sums (all-reduce inside
+# one process vs gloo between processes) may be ordered differently, and three SGD steps amplify that
+# rounding. Losses within LOSS_RTOL (measured: 2e-7); every leaf of the final state (params, momentum,
+# BatchNorm statistics) within LEAF_RTOL x its largest magnitude (measured: 5.1e-5, a momentum buffer).
+LOSS_RTOL, LEAF_RTOL = 1e-5, 3e-4
+
+
+def shrunk_quickstart(data_dir):
+  from configs import quickstart
+  c = quickstart.get_config()
+  c.data.update(source="numpy", data_dir=data_dir, render_size=(64, 96), min_size=64, max_size=96,
+                pad_size=(64, 96), max_boxes=32, num_train_images=16, num_val_images=8, num_parallel_calls=1)
+  c.train.update(steps=STEPS, warmup_steps=0, log_every=1, checkpoint_every=STEPS, eval_after_train=False)
+  return c
+
+
+def flat(state) -> dict:
+  import jax
+  from jax.experimental import multihost_utils
+  host = multihost_utils.process_allgather(state, tiled=True)
+  return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(host)[0]}
+
+
+def worker(workdir, process_id, num_processes, port):
+  from lla_jax import distributed
+  if num_processes > 1:
+    distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=num_processes,
+                           process_id=process_id)
+  import jax
+  import data_pipelines
+  from lla_jax import checkpointing, sharding, train
+  from lla_jax.methods import get_method
+
+  assert jax.process_count() == num_processes and jax.device_count() == 4, (jax.process_count(), jax.devices())
+  config = shrunk_quickstart(os.path.join(workdir, f"data_{num_processes}_{process_id}"))
+  render = data_pipelines.create_dataset
+
+  def same_global_batches(data_cfg, split, batch_size, train, seed, process_index=0, process_count=1):
+    stream, info = render(data_cfg, split, batch_size * process_count, train, seed, 0, 1)
+    rows = slice(process_index * batch_size, (process_index + 1) * batch_size)
+    return ({k: v[rows] for k, v in b.items()} for b in stream), info
+
+  data_pipelines.create_dataset = same_global_batches
+  run_dir = os.path.join(workdir, f"run_{num_processes}")
+  train.train_and_evaluate(config, run_dir)
+
+  method = get_method(config)
+  mesh = sharding.make_mesh()
+  target, _, _ = train.create_train_state(config, method, mesh)
+  out = {}
+  for name in (f"run_{num_processes}", "run_2") if num_processes == 1 else (f"run_{num_processes}",):
+    ckpt = checkpointing.Checkpoints(os.path.join(workdir, name))
+    state = flat(ckpt.restore(target))
+    ckpt.close()
+    if jax.process_index() == 0:
+      np.savez(os.path.join(workdir, f"{name}_restored_by_{num_processes}.npz"), **state)
+    out[name] = ckpt.directory
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, f"done_{num_processes}.json"), "w") as f:
+      json.dump(out, f)
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def start(workdir, process_id, num_processes, port, devices):
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+             PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+  log = open(os.path.join(workdir, f"log_{num_processes}_{process_id}.txt"), "w")
+  return subprocess.Popen([sys.executable, os.path.abspath(__file__), str(workdir), str(process_id),
+                           str(num_processes), str(port)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait(procs, workdir, timeout=900):
+  try:
+    codes = [p.wait(timeout=timeout) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  if any(codes):
+    logs = "\n".join(open(os.path.join(workdir, f)).read()[-3000:] for f in sorted(os.listdir(workdir))
+                     if f.startswith("log_"))
+    pytest.fail(f"worker exit codes {codes}:\n{logs}")
+
+
+def train_losses(run_dir):
+  with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+    return {r["step"]: r for r in map(json.loads, f) if "train/loss" in r}
+
+
+# ---------------------------------------------------------------------------------------------------
+# When and how jax.distributed.initialize is called (lla_jax/distributed.py).
+
+
+def test_distributed_arguments_from_flags_and_environment():
+  from lla_jax.distributed import distributed_arguments as args
+  assert args(environ={}) is None                                            # plain single-process run
+  assert args("auto", "10.0.0.1:1234", 4, 2, environ={}) == dict(
+      coordinator_address="10.0.0.1:1234", num_processes=4, process_id=2)
+  env = {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}
+  assert args(environ=env) == dict(coordinator_address="h:1", num_processes=2, process_id=1)
+  slurm = {"SLURM_JOB_ID": "7", "SLURM_PROCID": "3", "SLURM_STEP_NODELIST": "n[1-4]", "SLURM_NTASKS": "4",
+           "SLURM_LOCALID": "0"}
+  assert args(environ=slurm) == {}                                            # JAX reads SLURM itself
+  assert args(environ=dict(slurm, SLURM_NTASKS="1")) is None                 # one task: nothing to join
+  assert args(environ={"OMPI_MCA_orte_hnp_uri": "x", "OMPI_COMM_WORLD_SIZE": "8"}) == {}
+  assert args("on", environ={}) == {}                                         # e.g. Cloud TPU pods
+  assert args("off", environ=env) is None
+
+
+@pytest.mark.parametrize("call,message", [
+    (("auto", "h:1", None, None), "needs --num_processes and --process_id"),
+    (("auto", "h:1", 2, 2), r"--process_id=2: expected 0 <= process_id < --num_processes=2"),
+    (("auto", None, 2, 0), "need --coordinator_address"),
+    (("off", "h:1", 2, 0), "contradicts"),
+    (("sometimes", None, None, None), "expected one of"),
+])
+def test_distributed_arguments_errors(call, message):
+  from lla_jax.distributed import distributed_arguments
+  with pytest.raises(ValueError, match=message):
+    distributed_arguments(*call, environ={})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Two processes on loopback against one.
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path):
+  port = free_port()
+  wait([start(tmp_path, i, 2, port, devices=2) for i in range(2)], tmp_path)
+  wait([start(tmp_path, 0, 1, free_port(), devices=4)], tmp_path)
+
+  two, one = train_losses(tmp_path / "run_2"), train_losses(tmp_path / "run_1")
+  assert sorted(two) == sorted(one) == list(range(1, STEPS + 1))
+  for step in one:
+    for k in ("train/loss", "train/loss_cls", "train/loss_box", "train/loss_aux", "train/num_fg_per_image"):
+      assert two[step][k] == pytest.approx(one[step][k], rel=LOSS_RTOL), (step, k)
+  assert one[STEPS]["train/loss"] != one[1]["train/loss"]          # it trained
+
+  by_two = np.load(tmp_path / "run_2_restored_by_2.npz")
+  by_one = np.load(tmp_path / "run_2_restored_by_1.npz")               # 2-host checkpoint on 1 host
+  own = np.load(tmp_path / "run_1_restored_by_1.npz")
+  assert int(by_two[".step"]) == int(own[".step"]) == STEPS
+  assert any("trace" in k for k in by_two)                             # optimizer state included
+  for k in by_two:
+    np.testing.assert_array_equal(by_one[k], by_two[k], err_msg=k)
+    if by_two[k].size:
+      scale = float(np.max(np.abs(by_two[k].astype(np.float64))))
+      assert np.max(np.abs(own[k].astype(np.float64) - by_two[k])) <= LEAF_RTOL * scale, k
+
+
+if __name__ == "__main__":
+  sys.path[0] = ROOT     # not tests/: its data_pipelines/ test package would shadow the real one
+  worker(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
