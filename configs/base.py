@@ -8,7 +8,8 @@ import ml_collections
 def get_base_config():
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.method = "fcos_family"  # which lla_jax.methods entry builds model, loss and predict
+  c.method = "fcos_family"
+  c.eval_protocol = ml_collections.FieldReference(None, field_type=str)  # None: the data set's own; or crowdhuman | citypersons  # which lla_jax.methods entry builds model, loss and predict
 
   # Data (data_pipelines/). Boxes xyxy in input pixels; see lla_jax/types.py for the Batch contract.
   c.data = d = ml_collections.ConfigDict()

@@ -29,10 +29,10 @@ def get_config():
   c.model.head.gn_groups = 16
   c.train.batch_size = 8
   c.train.scale_by_batch = False
-  c.train.base_lr = 0.01
+  c.train.base_lr = 0.02
   c.train.warmup_steps = 100
-  c.train.steps = 900
-  c.train.lr_steps = (700, 850)
+  c.train.steps = 1200
+  c.train.lr_steps = (950, 1125)
   c.train.log_every = 50
   c.train.checkpoint_every = 400
   c.test.batch_size = 8

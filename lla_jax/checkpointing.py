@@ -15,7 +15,7 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
-from lla_jax import writers
+from lla_jax import sharding, writers
 
 
 class Checkpoints:
@@ -39,13 +39,17 @@ class Checkpoints:
     self.manager.wait_until_finished()
 
   def restore(self, target, step=None):
-    """Restores `step` (default latest) shaped, typed and sharded like the pytree `target` (arrays or
-    ShapeDtypeStructs with shardings): the target's mesh, not the saving run's, decides the layout."""
+    """Restores `step` (default latest) shaped, typed and sharded like the pytree `target` (arrays, or
+    ShapeDtypeStructs as from train.abstract_train_state): the target's mesh, not the saving run's,
+    decides the layout."""
     step = self.latest_step() if step is None else step
     if step is None or step not in self.all_steps():
       raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; have {self.all_steps()}")
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-                            target)
+    # A leaf without a sharding (e.g. from jax.eval_shape) is restored replicated on all devices, never in
+    # the saving run's layout, which may name devices this process does not have.
+    fallback = sharding.replicated(sharding.make_mesh())
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None) or fallback), target)
     return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
   def close(self):

@@ -15,7 +15,8 @@ Protocols (`eval_protocol(config)`; `config.eval_protocol` overrides the data se
 
 Every evaluation writes, under the workdir: eval_metrics.json (fractions; null where undefined),
 eval_table_step{N}.txt (the table it prints), mr_fppi_step{N}.png (CityPersons: the main setups at
-IoU 0.5 and Reasonable at 0.75), detections/{split}_step{N}.{odgt,json} (the protocol's format),
+IoU 0.5 and Reasonable at 0.75), detections/{split}_step{N}.{odgt,json} (the protocol's format; both
+when the CityPersons protocol also runs the CrowdHuman evaluator),
 pictures/ of the first images, and TensorBoard / metrics.jsonl scalars through `writer`.
 """
 from __future__ import annotations
@@ -160,8 +161,8 @@ def citypersons_protocol(results, records, gt: dict, image_ids):
 
 def citypersons_gt(config, info, workdir):
   """(GT dict, path of its json, GT image id per record) for the CityPersons protocol. CityPersons: the
-  pipeline's val_gt.json-like file; other data: the CityPersons conversion of the odgt GT, written once
-  to workdir/detections/{split}_gt.json so the detection file can be re-evaluated alone."""
+  pipeline's val_gt.json-like file; other data: the CityPersons conversion of the odgt GT, written to
+  workdir/detections/{split}_gt.json so the detection file can be re-evaluated alone."""
   records = info["records"]
   if config.data.name == "citypersons":
     if "gt_json" not in info:
@@ -173,8 +174,7 @@ def citypersons_gt(config, info, workdir):
     raise ValueError(f"config.eval_protocol='citypersons' on {config.data.name}: the pipeline gives no GT odgt")
   gt = alfnet.citypersons_gt_from_odgt(crowdhuman.load_odgt(info["gt_odgt"]), ids=[rec["ID"] for rec in records])
   path = os.path.join(workdir, "detections", f"{config.data.eval_split}_gt.json")
-  if not os.path.exists(path):
-    writers.write_json_atomic(path, gt, indent=None)
+  writers.write_json_atomic(path, gt, indent=None)
   return gt, path, [i + 1 for i in range(len(records))]
 
 
@@ -186,10 +186,11 @@ def format_table(m) -> str:
     lines.append(f"  {'MR^-2 (%)':<22}" + "".join(f"{'IoU ' + iou:>10}" for iou in ious))
     for name in citypersons.SETUPS:
       lines.append(f"  {name:<22}" + "".join(f"    {_percent(m['setups'][iou][name])}" for iou in ious))
-    extra = [("AP50", m["AP"]), ("Recall", m["Recall"]), ("JI", m["JI"])]
-    lines.append("  CrowdHuman protocol on the same detections (all boxes):" if m["AP"] is not None else
-                 "  AP50 / Recall / JI: n/a (no CrowdHuman-format GT for this split)")
-    lines += [f"  {name:<7} {_percent(v)}" for name, v in extra if m["AP"] is not None]
+    if "detections_odgt" in m:
+      lines.append("  CrowdHuman protocol on the same detections (all boxes):")
+      lines += [f"  {name:<7} {_percent(m[k])}" for name, k in (("AP50", "AP"), ("Recall", "Recall"), ("JI", "JI"))]
+    else:
+      lines.append("  AP50 / Recall / JI: n/a (no CrowdHuman-format GT for this split)")
   else:
     rows = [("MR^-2", m["MR"]), ("AP50", m["AP"]), ("Recall", m["Recall"]), ("JI", m["JI"])]
     lines += [f"  {name:<7} {_percent(v)}" for name, v in rows]

@@ -72,6 +72,8 @@ def place(tree, shardings):
     shardings = jax.tree.map(lambda _: shardings, tree)
 
   def leaf(value, sharding):
+    if isinstance(value, jax.core.Tracer):   # under jax.eval_shape (abstract restore templates)
+      return jax.device_put(value, sharding)
     value = np.asarray(value)
     return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 

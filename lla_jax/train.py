@@ -106,16 +106,18 @@ def train_rng(config, mesh):
 
 
 @functools.lru_cache(maxsize=8)
-def _jitted_init(init, input_hw, seed):
-  """jit(method.init) for one input shape and seed, compiled once per process: initialisers compile slowly
-  on CPU, and tests build states on several meshes from the same method."""
-  return jax.jit(lambda: init(jax.random.key(seed), input_hw))
+def _jitted_init(init, input_hw, seed, prng_impl):
+  """jit(method.init) for one input shape, seed and PRNG implementation, compiled once per process:
+  initialisers compile slowly on CPU, and tests build states on several meshes from one method."""
+  return jax.jit(lambda: init(jax.random.key(seed, impl=prng_impl), input_hw))
 
 
 def create_train_state(config, method, mesh):
   """Initial state laid out on the mesh (state_layout), with pretrained weights if configured. Every
   process computes the same initial values and fills its own devices' slices of the global arrays."""
-  variables = _jitted_init(method.init, tuple(config.data.pad_size), config.seed)()
+  # The PRNG implementation in effect (jax.default_prng_impl) is part of the cache key: a cached trace
+  # would otherwise keep the implementation of its first call.
+  variables = _jitted_init(method.init, tuple(config.data.pad_size), config.seed, jax.config.jax_default_prng_impl)()
   params = variables["params"]
   model_state = {k: v for k, v in variables.items() if k != "params"}
   pretrained = config.model.backbone.get("pretrained")
@@ -131,6 +133,14 @@ def create_train_state(config, method, mesh):
   opt_state = jax.jit(opt_init, out_shardings=state_layout(config, mesh, jax.eval_shape(opt_init, params)))(params)
   step = sharding.place(np.zeros((), np.int32), sharding.replicated(mesh))
   return TrainState(step=step, params=params, opt_state=opt_state, model_state=model_state), tx, schedule
+
+
+def abstract_train_state(config, method, mesh):
+  """The TrainState's shapes, dtypes and shardings on `mesh` without computing anything: the target for
+  restoring a checkpoint onto this mesh (Checkpoints.restore), whatever topology wrote it."""
+  shapes = jax.eval_shape(lambda: create_train_state(config, method, mesh)[0])   # eval_shape drops shardings
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes,
+                      state_layout(config, mesh, shapes))
 
 
 def global_metric(metrics, key: str) -> float:

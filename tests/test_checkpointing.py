@@ -99,8 +99,10 @@ def worker(role: str, workdir: str) -> None:
     state = run_steps(config, method, mesh, state, tx, schedule, 4, 5)
   elif role == "resume":
     saved = dict(np.load(os.path.join(workdir, f"saved_on_{8 if n == 1 else 1}.npz")))
+    from_abstract = flat(ckpt.restore(train.abstract_train_state(config, method, mesh)))   # no values needed
     state = ckpt.restore(state)
     got = flat(state)
+    out["abstract_equal"] = all(np.array_equal(from_abstract[k], got[k]) for k in got)
     out["restored_step"] = int(got[".step"])
     out["bitwise_equal"] = sorted(k for k in saved if np.array_equal(saved[k], got[k]))
     out["leaves"] = sorted(saved)
@@ -133,7 +135,7 @@ def test_restore_on_another_device_count(tmp_path, save_on, restore_on):
   spawn("save", tmp_path, save_on)
   got = spawn("resume", tmp_path, restore_on)
   assert got["devices"] == restore_on and got["restored_step"] == 3
-  assert got["bitwise_equal"] == got["leaves"]
+  assert got["bitwise_equal"] == got["leaves"] and got["abstract_equal"]
   assert any("trace" in k for k in got["leaves"])          # the optimizer's momentum is in the checkpoint
   kernel = "['dense']['kernel']"
   momentum = [k for k in got["specs"] if "trace" in k and k.endswith(kernel)]
@@ -163,6 +165,26 @@ def test_keep_n_and_missing_step(tmp_path):
     ckpt.restore(state, 1)
   ckpt.close()
   assert not [f for f in os.listdir(tmp_path / "checkpoints") if "tmp" in f]   # no half-written folders
+
+
+def test_abstract_targets(tmp_path):
+  """train.abstract_train_state carries the layout of create_train_state; a template without shardings
+  (plain jax.eval_shape) restores replicated on the current devices."""
+  config, method, mesh = toy_config("fsdp"), toy_method(), sharding.make_mesh()
+  state, _, _ = train.create_train_state(config, method, mesh)
+  abstract = train.abstract_train_state(config, method, mesh)
+  assert jax.tree.map(lambda x: x.sharding, abstract) == jax.tree.map(lambda x: x.sharding, state)
+  assert state.params["dense"]["kernel"].sharding.spec == P("data")
+  ckpt = checkpointing.Checkpoints(str(tmp_path))
+  ckpt.save(1, state)
+  bare = jax.eval_shape(lambda: train.create_train_state(config, method, mesh)[0])
+  assert bare.params["dense"]["kernel"].sharding is None
+  restored = ckpt.restore(bare)
+  ckpt.close()
+  assert restored.params["dense"]["kernel"].sharding.spec == P()
+  assert len(restored.params["dense"]["kernel"].sharding.device_set) == 8
+  for k, v in flat(state).items():
+    np.testing.assert_array_equal(flat(restored)[k], v, err_msg=k)
 
 
 def test_best_checkpoint_keeps_lowest_mr(tmp_path):

@@ -19,18 +19,26 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 3
 # Each device computes on the same 2 images in both runs; only the cross-device sums (all-reduce inside
-# one process vs gloo between processes) may be ordered differently, and three SGD steps amplify that
-# rounding. Losses within LOSS_RTOL (measured: 2e-7); every leaf of the final state (params, momentum,
-# BatchNorm statistics) within LEAF_RTOL x its largest magnitude (measured: 5.1e-5, a momentum buffer).
-LOSS_RTOL, LEAF_RTOL = 1e-5, 3e-4
-
+# one process vs gloo between processes) may be ordered differently.
+#  - Step 1 (same initial state): loss within 1e-5; the new state agrees part by part in relative global
+#    norm ||a - b|| / ||b|| over all params / momentum buffers / BatchNorm statistics within STATE_RTOL.
+#    The momentum (= the first gradient) is the loose one: flax BatchNorm's one-pass variance
+#    E[x^2] - E[x]^2 cancels on the near-constant channels of the synthetic images, so its gradient depends
+#    on the order of the batch sums at ~7e-4 (measured; 1.5e-6 with use_fast_variance=False; the same
+#    7e-4 separates 1 and 4 devices of one process).
+#  - Later steps: losses within LATER_LOSS_RTOL. Trajectories drift apart: LLA assigns from the current
+#    predictions, so a last-bit difference can move one positive point (measured: step 2 2e-6 apart,
+#    step 3 2.6e-3 apart after 47.5 vs 47.375 positives per image).
+STEP1_LOSS_RTOL, LATER_LOSS_RTOL = 1e-5, 1e-2
+STATE_RTOL = {".params": 1e-5, ".opt_state": 3e-3, ".model_state": 1e-5}
 
 def shrunk_quickstart(data_dir):
   from configs import quickstart
   c = quickstart.get_config()
   c.data.update(source="numpy", data_dir=data_dir, render_size=(64, 96), min_size=64, max_size=96,
                 pad_size=(64, 96), max_boxes=32, num_train_images=16, num_val_images=8, num_parallel_calls=1)
-  c.train.update(steps=STEPS, warmup_steps=0, log_every=1, checkpoint_every=STEPS, eval_after_train=False)
+  c.train.update(steps=STEPS, warmup_steps=0, log_every=1, checkpoint_every=1, keep_checkpoints=STEPS,
+                 eval_after_train=False)
   return c
 
 
@@ -62,18 +70,18 @@ def worker(workdir, process_id, num_processes, port):
 
   data_pipelines.create_dataset = same_global_batches
   run_dir = os.path.join(workdir, f"run_{num_processes}")
-  train.train_and_evaluate(config, run_dir)
-
-  method = get_method(config)
-  mesh = sharding.make_mesh()
-  target, _, _ = train.create_train_state(config, method, mesh)
+  # Threefry keys make the Flax initialisation compile ~8x slower on CPU; any random weights will do.
+  with jax.default_prng_impl("unsafe_rbg"):
+    train.train_and_evaluate(config, run_dir)
+    target = train.abstract_train_state(config, get_method(config), sharding.make_mesh())
   out = {}
   for name in (f"run_{num_processes}", "run_2") if num_processes == 1 else (f"run_{num_processes}",):
     ckpt = checkpointing.Checkpoints(os.path.join(workdir, name))
-    state = flat(ckpt.restore(target))
+    for step in (1, STEPS):
+      state = flat(ckpt.restore(target, step))     # an abstract target: the values come from the checkpoint
+      if jax.process_index() == 0:
+        np.savez(os.path.join(workdir, f"{name}_step{step}_restored_by_{num_processes}.npz"), **state)
     ckpt.close()
-    if jax.process_index() == 0:
-      np.savez(os.path.join(workdir, f"{name}_restored_by_{num_processes}.npz"), **state)
     out[name] = ckpt.directory
   if jax.process_index() == 0:
     with open(os.path.join(workdir, f"done_{num_processes}.json"), "w") as f:
@@ -158,20 +166,26 @@ def test_two_processes_match_one_process(tmp_path):
   two, one = train_losses(tmp_path / "run_2"), train_losses(tmp_path / "run_1")
   assert sorted(two) == sorted(one) == list(range(1, STEPS + 1))
   for step in one:
-    for k in ("train/loss", "train/loss_cls", "train/loss_box", "train/loss_aux", "train/num_fg_per_image"):
-      assert two[step][k] == pytest.approx(one[step][k], rel=LOSS_RTOL), (step, k)
+    for k in ("train/loss", "train/loss_cls", "train/loss_box", "train/loss_aux"):
+      rtol = STEP1_LOSS_RTOL if step == 1 else LATER_LOSS_RTOL
+      assert two[step][k] == pytest.approx(one[step][k], rel=rtol), (step, k)
+  assert two[1]["train/num_fg_per_image"] == one[1]["train/num_fg_per_image"]
   assert one[STEPS]["train/loss"] != one[1]["train/loss"]          # it trained
 
-  by_two = np.load(tmp_path / "run_2_restored_by_2.npz")
-  by_one = np.load(tmp_path / "run_2_restored_by_1.npz")               # 2-host checkpoint on 1 host
-  own = np.load(tmp_path / "run_1_restored_by_1.npz")
-  assert int(by_two[".step"]) == int(own[".step"]) == STEPS
-  assert any("trace" in k for k in by_two)                             # optimizer state included
-  for k in by_two:
-    np.testing.assert_array_equal(by_one[k], by_two[k], err_msg=k)
-    if by_two[k].size:
-      scale = float(np.max(np.abs(by_two[k].astype(np.float64))))
-      assert np.max(np.abs(own[k].astype(np.float64) - by_two[k])) <= LEAF_RTOL * scale, k
+  load = lambda name, step, by: np.load(tmp_path / f"{name}_step{step}_restored_by_{by}.npz")
+  # After one step: params, momentum (= gradient + weight decay) and BatchNorm statistics agree.
+  two_1, one_1 = load("run_2", 1, 2), load("run_1", 1, 1)
+  assert any("trace" in k for k in two_1)                              # optimizer state included
+  for part, rtol in STATE_RTOL.items():
+    keys = [k for k in two_1 if k.startswith(part) and two_1[k].size]
+    diff = np.sqrt(sum(np.sum((one_1[k].astype(np.float64) - two_1[k]) ** 2) for k in keys))
+    assert keys and diff <= rtol * np.sqrt(sum(np.sum(two_1[k].astype(np.float64) ** 2) for k in keys)), part
+  # The 2-host checkpoint restores on 1 host with 4 devices, bit for bit.
+  for step in (1, STEPS):
+    by_two, by_one = load("run_2", step, 2), load("run_2", step, 1)
+    assert int(by_one[".step"]) == step
+    for k in by_two:
+      np.testing.assert_array_equal(by_one[k], by_two[k], err_msg=k)
 
 
 if __name__ == "__main__":

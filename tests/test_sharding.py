@@ -12,11 +12,13 @@ from lla_jax import sharding, train
 from lla_jax.methods import fcos_family, get_method
 from lla_jax.types import Targets
 
-# One train step on 8 devices vs 1 device, same global batch: every leaf of the new state (params,
-# momentum = gradient + weight decay, BatchNorm statistics) within RTOL * |x| + ATOL, the loss within
-# LOSS_RTOL. Only the order of float32 sums differs (XLA splits the batch reductions over devices);
-# merely permuting the images of the batch on one device moves the gradients by ~5e-7 relative.
-RTOL, ATOL, LOSS_RTOL = 1e-4, 1e-6, 1e-5
+# One train step on 8 devices vs 1 device, same global batch: the loss parts within LOSS_RTOL, and the new
+# state part by part within STATE_RTOL in relative global norm ||a - b|| / ||b|| over all params, all
+# optimizer state (momentum = gradient + weight decay) and all BatchNorm statistics. Only the order of
+# float32 sums differs (XLA splits the batch reductions over devices). Measured: loss 3.3e-7; params
+# 3.8e-9, momentum 7.8e-7, BatchNorm statistics 6.0e-8 (replicated and FSDP alike). Noise images keep
+# BatchNorm's one-pass variance well conditioned; see tests/test_multihost.py for synthetic crowds.
+LOSS_RTOL, STATE_RTOL = 1e-5, 1e-5
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -174,9 +176,15 @@ def random_batch(seed, b=8, m=8, hw=(64, 96)):
               image_id=np.arange(b, dtype=np.int32))
 
 
+def initial_state(config, method, mesh):
+  # Threefry keys make the Flax initialisation compile ~8x slower on CPU; any random weights will do.
+  with jax.default_prng_impl("unsafe_rbg"):
+    return train.create_train_state(config, method, mesh)
+
+
 def one_step(config, method, mesh, batch):
   """(state after one train step, its metrics, the state's shardings), state and metrics on the host."""
-  state, tx, schedule = train.create_train_state(config, method, mesh)
+  state, tx, schedule = initial_state(config, method, mesh)
   step = train.make_train_step(method, tx, schedule, mesh, jax.tree.map(lambda x: x.sharding, state))
   shardings = jax.tree.map(lambda x: x.sharding, state)
   state, metrics = step(state, sharding.shard_batch(batch, mesh), train.train_rng(config, mesh))
@@ -184,9 +192,14 @@ def one_step(config, method, mesh, batch):
 
 
 def assert_states_close(got, want):
-  for (path, g), w in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want)):
-    g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
-    np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL, err_msg=jax.tree_util.keystr(path))
+  got = {jax.tree_util.keystr(p): np.asarray(v, np.float64) for p, v in jax.tree_util.tree_flatten_with_path(got)[0]}
+  want = {jax.tree_util.keystr(p): np.asarray(v, np.float64) for p, v in jax.tree_util.tree_flatten_with_path(want)[0]}
+  assert got.keys() == want.keys()
+  for part in (".params", ".opt_state", ".model_state"):
+    keys = [k for k in want if k.startswith(part) and want[k].size]
+    diff = np.sqrt(sum(np.sum((got[k] - want[k]) ** 2) for k in keys))
+    assert keys and diff <= STATE_RTOL * np.sqrt(sum(np.sum(want[k] ** 2) for k in keys)), part
+  assert got[".step"] == want[".step"]
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +222,7 @@ def test_sharded_train_step_matches_one_device(reference_step):
   assert int(got.step) == 1
   assert_states_close(got, want)
   # The step did something: parameters and BatchNorm statistics moved.
-  init, _, _ = train.create_train_state(config, method, sharding.make_mesh(jax.devices()[:1]))
+  init, _, _ = initial_state(config, method, sharding.make_mesh(jax.devices()[:1]))
   moved = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))), got.params, init.params)
   assert max(jax.tree.leaves(moved)) > 1e-3
   assert got.model_state["batch_stats"]
@@ -290,7 +303,7 @@ def test_bfloat16_loss_close_to_float32():
     config = tiny_config()
     config.model.dtype = dtype
     method = get_method(config)
-    variables = variables or jax.jit(lambda: method.init(jax.random.key(0), (64, 96)))()
+    variables = variables or jax.jit(lambda: method.init(jax.random.key(0, impl="unsafe_rbg"), (64, 96)))()
     state = {k: v for k, v in variables.items() if k != "params"}
     losses[dtype] = float(jax.jit(method.loss)(variables["params"], state, batch, jax.random.key(0))[0])
   assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=2e-2)

@@ -282,6 +282,85 @@ def test_torchvision_names(tmp_path):
   np.testing.assert_array_equal(params["stem"]["norm1"]["scale"], sd["bn1.weight"])
 
 
+def torch_resnet(torch, depth, width):
+  """A small torch reference of torchvision's ResNet (written from its definition: stride in the 3x3 of
+  Bottleneck / first 3x3 of BasicBlock, 1x1 downsample, symmetric pads), returning the layer2..4 outputs."""
+  nn = torch.nn
+  bottleneck = depth >= 50
+  expansion = 4 if bottleneck else 1
+
+  class Block(nn.Module):
+    def __init__(self, cin, mid, stride):
+      super().__init__()
+      out = mid * expansion
+      if bottleneck:
+        self.conv1, self.bn1 = nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid)
+        self.conv2, self.bn2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid)
+        self.conv3, self.bn3 = nn.Conv2d(mid, out, 1, bias=False), nn.BatchNorm2d(out)
+      else:
+        self.conv1, self.bn1 = nn.Conv2d(cin, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid)
+        self.conv2, self.bn2 = nn.Conv2d(mid, mid, 3, 1, 1, bias=False), nn.BatchNorm2d(mid)
+      self.downsample = (nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+                         if stride != 1 or cin != out else None)
+
+    def forward(self, x):
+      y = torch.relu(self.bn1(self.conv1(x)))
+      y = self.bn2(self.conv2(y))
+      if bottleneck:
+        y = self.bn3(self.conv3(torch.relu(y)))
+      return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+  class Net(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.conv1, self.bn1 = nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width)
+      self.pool = nn.MaxPool2d(3, 2, 1)
+      cin = width
+      for i, n in enumerate(resnet.STAGE_BLOCKS[depth]):
+        blocks = []
+        for b in range(n):
+          blocks.append(Block(cin, width * 2 ** i, 2 if b == 0 and i > 0 else 1))
+          cin = width * 2 ** i * expansion
+        setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+
+    def forward(self, x):
+      x = self.pool(torch.relu(self.bn1(self.conv1(x))))
+      outs = []
+      for i in range(1, 5):
+        x = getattr(self, f"layer{i}")(x)
+        outs.append(x)
+      return outs[1:]
+
+  return Net()
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_torchvision_layout_parity_with_torch(tmp_path, depth):
+  """Our torchvision-layout ResNet with converted weights vs a torch reference: max abs diff <= 1e-4."""
+  torch = pytest.importorskip("torch")
+  torch.manual_seed(depth)
+  net = torch_resnet(torch, depth, 8).eval()
+  with torch.no_grad():
+    for m in net.modules():
+      if isinstance(m, torch.nn.BatchNorm2d):   # random statistics, so every stored tensor matters
+        m.weight.uniform_(0.3, 1.0)
+        m.bias.normal_(0, 0.1)
+        m.running_mean.normal_(0, 0.1)
+        m.running_var.uniform_(0.5, 1.5)
+  path = str(tmp_path / "r.pth")
+  torch.save(net.state_dict(), path)
+  x = np.random.default_rng(depth).normal(size=(2, 70, 90, 3)).astype(np.float32)
+  with torch.no_grad():
+    ref = [o.permute(0, 2, 3, 1).numpy() for o in net(torch.from_numpy(x).permute(0, 3, 1, 2))]
+  ours = resnet.ResNet(depth=depth, layout="torchvision", width=8)
+  params, report = weights.load_torchvision(_zeros(_shapes(ours, (1, 70, 90, 3))["params"]), path)
+  assert not report.missing and report.unused == sorted(n for n in net.state_dict() if "num_batches" in n)
+  out = jax.jit(ours.apply)({"params": params}, x)
+  for k, r in zip(("C3", "C4", "C5"), ref):
+    assert out[k].shape == r.shape, k
+    assert float(np.abs(np.asarray(out[k]) - r).max()) <= 1e-4, k
+
+
 def test_torchvision_pth(tmp_path):
   torch = pytest.importorskip("torch")
   sd = torchvision_state_dict(np.random.default_rng(0))
