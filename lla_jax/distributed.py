@@ -16,12 +16,13 @@ MODES = ("auto", "on", "off")
 
 
 def launcher_processes(environ=None) -> int:
-  """How many processes the launcher in `environ` started (1 when there is none): SLURM (SLURM_NTASKS
-  with a job id and a rank) or Open MPI (OMPI_COMM_WORLD_SIZE)."""
+  """How many processes the launcher in `environ` started (1 when there is none), for the launchers
+  JAX detects by itself: SLURM (SLURM_NTASKS with a job id and a rank) and Open MPI's mpirun
+  (OMPI_COMM_WORLD_SIZE beside OMPI_MCA_orte_hnp_uri). Others: --distributed=on or the flags."""
   env = os.environ if environ is None else environ
   if "SLURM_JOB_ID" in env and "SLURM_PROCID" in env and "SLURM_STEP_NODELIST" in env:
     return int(env.get("SLURM_NTASKS", "1"))
-  if "OMPI_MCA_orte_hnp_uri" in env or "OMPI_COMM_WORLD_SIZE" in env:
+  if "OMPI_MCA_orte_hnp_uri" in env:   # what JAX's own Open MPI detection needs (mpirun of Open MPI 4)
     return int(env.get("OMPI_COMM_WORLD_SIZE", "1"))
   return 1
 

@@ -136,6 +136,7 @@ def test_distributed_arguments_from_flags_and_environment():
   assert args(environ=slurm) == {}                                            # JAX reads SLURM itself
   assert args(environ=dict(slurm, SLURM_NTASKS="1")) is None                 # one task: nothing to join
   assert args(environ={"OMPI_MCA_orte_hnp_uri": "x", "OMPI_COMM_WORLD_SIZE": "8"}) == {}
+  assert args(environ={"OMPI_COMM_WORLD_SIZE": "8"}) is None                 # JAX could not detect it alone
   assert args("on", environ={}) == {}                                         # e.g. Cloud TPU pods
   assert args("off", environ=env) is None
 

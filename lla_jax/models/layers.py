@@ -121,7 +121,9 @@ def norm_layer(spec: NormSpec, channels: int, *, frozen: bool, train: bool, dtyp
   if spec.kind == "gn":
     return nn.GroupNorm(num_groups=group_norm_groups(channels, spec.gn_max_groups), epsilon=1e-5, dtype=dtype,
                         param_dtype=jnp.float32, name=name)
+  # Two-pass variance: E[x^2] - E[x]^2 cancels on near-constant channels (as PyTorch computes it).
   return nn.BatchNorm(use_running_average=(not train) or frozen, momentum=spec.momentum, epsilon=spec.eps,
+                      use_fast_variance=False,
                       dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
