@@ -7,7 +7,7 @@ or launched by SLURM / Open MPI (srun, mpirun) with nothing extra (lla_jax/distr
 """
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS

@@ -291,7 +291,6 @@ class SplitStatistics:
 
 def generate_split(entries, image_root: str, split: str, skip_corrupt: bool, stats: SplitStatistics):
   """Yield (index, example) per annotation entry (json_entries / mat_entries), streaming; fills stats."""
-  import tensorflow as tf
   from data_pipelines import input_pipeline
   seen = set()
   index = 0
@@ -306,17 +305,10 @@ def generate_split(entries, image_root: str, split: str, skip_corrupt: bool, sta
     path = os.path.join(image_root, split, entry["city"], im_name)
     if not os.path.isfile(path):
       raise FileNotFoundError(f"{where}: image {image_id} not found at {path}.\n{LAYOUT}")
-    with open(path, "rb") as f:
-      data = f.read()
-    try:
-      height, width = input_pipeline.decoded_size(data)
-    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
-      if not skip_corrupt:
-        raise ValueError(f"{where}: image {image_id} ({path}) cannot be decoded ({e.message.splitlines()[0]}); "
-                         "replace the file, or pass --skip_corrupt to leave it out (counted)") from None
-      logging.warning("%s: skipping corrupt image %s (%s)", where, image_id, path)
-      stats.corrupt_ids.append(image_id)
+    read = input_pipeline.read_checked_image(path, where, image_id, skip_corrupt, stats.corrupt_ids)
+    if read is None:
       continue
+    data, height, width = read
     if entry["size"] is not None and tuple(entry["size"]) != (height, width):
       raise ValueError(f"{where}: imgHeight x imgWidth {entry['size'][0]}x{entry['size'][1]} disagrees with the "
                        f"image {path} ({height}x{width})")

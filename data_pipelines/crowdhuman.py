@@ -138,7 +138,6 @@ class SplitStatistics:
 
 def generate_split(odgt_path: str, images: dict, skip_corrupt: bool, stats: SplitStatistics):
   """Yield (index, example) for the lines of one odgt file, streaming; fills `stats`."""
-  import tensorflow as tf
   from data_pipelines import input_pipeline
   seen = set()
   index = 0
@@ -152,17 +151,10 @@ def generate_split(odgt_path: str, images: dict, skip_corrupt: bool, stats: Spli
     path = images.get(image_id)
     if path is None:
       raise FileNotFoundError(f"{where}: no image {image_id}.jpg in the image folders.\n{LAYOUT}")
-    with open(path, "rb") as f:
-      data = f.read()
-    try:
-      height, width = input_pipeline.decoded_size(data)
-    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
-      if not skip_corrupt:
-        raise ValueError(f"{where}: image {image_id} ({path}) cannot be decoded ({e.message.splitlines()[0]}); "
-                         "replace the file, or pass --skip_corrupt to leave it out (counted)") from None
-      logging.warning("%s: skipping corrupt image %s (%s)", where, image_id, path)
-      stats.corrupt_ids.append(image_id)
+    read = input_pipeline.read_checked_image(path, where, image_id, skip_corrupt, stats.corrupt_ids)
+    if read is None:
       continue
+    data, height, width = read
     if any(k in rec for k in ("height", "width")) and (rec.get("height"), rec.get("width")) != (height, width):
       raise ValueError(f"{where}: the line says {rec.get('height')}x{rec.get('width')} but image {path} is "
                        f"{height}x{width}")

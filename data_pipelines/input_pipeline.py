@@ -223,6 +223,27 @@ def decoded_size(data: bytes) -> tuple[int, int]:
   return int(shape[0]), int(shape[1])
 
 
+def read_checked_image(path: str, where: str, image_id: str, skip_corrupt: bool, corrupt_ids: list):
+  """(bytes, height, width) of an image file for a builder, fully decoded once to prove it is readable.
+
+  A corrupt file stops with an error naming `where` and the image, or, with `skip_corrupt`, is logged,
+  appended to `corrupt_ids` (the build statistics count it) and None is returned.
+  """
+  tf = _tf()
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    height, width = decoded_size(data)
+  except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+    if not skip_corrupt:
+      raise ValueError(f"{where}: image {image_id} ({path}) cannot be decoded ({e.message.splitlines()[0]}); "
+                       "replace the file, or pass --skip_corrupt to leave it out (counted)") from None
+    logging.warning("%s: skipping corrupt image %s (%s)", where, image_id, path)
+    corrupt_ids.append(image_id)
+    return None
+  return data, height, width
+
+
 def _resized_size(tf, h, w, min_size, max_size):
   """transforms.resized_size in float64 ops (same IEEE results as the Python floats)."""
   hf, wf = tf.cast(h, tf.float64), tf.cast(w, tf.float64)

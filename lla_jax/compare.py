@@ -38,7 +38,7 @@ def load(name: str, steps: int | None, seed: int, overrides: dict):
 
 
 def format_table(rows: dict, steps: int, seed: int) -> str:
-  lines = [f"| assigner | MR^-2 (lower is better) | AP50 | Recall |", "|---|---|---|---|"]
+  lines = ["| assigner | MR^-2 (lower is better) | AP50 | Recall |", "|---|---|---|---|"]
   for name, m in rows.items():
     lines.append(f"| {name} | {100 * m['MR']:.2f} | {100 * m['AP']:.2f} | {100 * m['Recall']:.2f} |")
   lines.append(f"\nSynthetic crowds val, {steps} steps, seed {seed}, same network, data and schedule.")

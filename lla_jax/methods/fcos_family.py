@@ -2,7 +2,6 @@
 assigner (config.assigner.name) and the auxiliary branch (config.model.head.aux) differ."""
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from lla_jax import losses, postprocess, priors
