@@ -65,7 +65,7 @@ def assignment_picture(configs: dict, workdirs: dict, path: str, image_index: in
   for name, config in configs.items():
     mesh = sharding.make_mesh(jax.devices()[:1])
     method = get_method(config)
-    state, _, _ = train.create_train_state(config, method, mesh)
+    state = train.abstract_train_state(config, method, mesh)
     ckpt = checkpointing.Checkpoints(workdirs[name], config.train.keep_checkpoints)
     state = ckpt.restore(state)
     ckpt.close()

@@ -210,7 +210,7 @@ def evaluate(config, workdir, state=None, step=None, method=None, mesh=None, wri
   mesh = mesh or sharding.make_mesh()
   if state is None:
     from lla_jax import train
-    state, _, _ = train.create_train_state(config, method, mesh)
+    state = train.abstract_train_state(config, method, mesh)   # restore target; nothing computed
     checkpoints = checkpointing.Checkpoints(workdir, config.train.keep_checkpoints)
     if checkpoints.latest_step() is None:
       raise FileNotFoundError(f"--mode=eval: no checkpoint in {checkpoints.directory}; train first "

@@ -26,7 +26,7 @@ def predict_folder(config, workdir: str, images: str, step=None, score_thresh: f
     raise FileNotFoundError(f"--images={images}: no {'/'.join(IMAGE_SUFFIXES)} files in it")
   method = get_method(config)
   mesh = sharding.make_mesh()
-  state, _, _ = train.create_train_state(config, method, mesh)
+  state = train.abstract_train_state(config, method, mesh)   # restore target; nothing computed
   checkpoints = checkpointing.Checkpoints(workdir, config.train.keep_checkpoints)
   state = checkpoints.restore(state, step)
   checkpoints.close()
