@@ -25,8 +25,8 @@ def _get(cfg, name):
 def cost_matrix(points, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid, cfg=None):
   """The LLA cost C (M, A) = cls_cost + lambda * reg_cost + penalty * (1 - inside) (lla.md §6.1).
 
-  Also returns the (M, A) plain IoU between each point's predicted box and each GT, and the four
-  (M, A) regression targets. Padding rows cost +inf. With `hard_inside`, outside points cost +inf.
+  Also returns the (M, A) plain IoU between each point's predicted box and each GT (IoU* comes from
+  it). Padding rows cost +inf. With `hard_inside`, outside points cost +inf.
   """
   l, t, r, b = boxes.ltrb_targets(points, gt_boxes)
   inside = jnp.minimum(jnp.minimum(l, t), jnp.minimum(r, b)) > _get(cfg, "inside_margin")
@@ -46,7 +46,7 @@ def cost_matrix(points, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid, cfg=No
   else:
     cost = cost + _get(cfg, "inside_penalty") * (1.0 - inside.astype(jnp.float32))
   cost = jnp.where(gt_valid[:, None], cost, jnp.inf)
-  return cost, iou, (l, t, r, b)
+  return cost, iou
 
 
 def select_positives(cost, k):
@@ -78,7 +78,7 @@ def assign(points, strides, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid, cf
                       gt_valid)
   if gt_boxes.shape[0] == 0:
     return common.targets_from_matches(points, gt_boxes, gt_classes, jnp.full((points.shape[0],), -1))
-  cost, iou, _ = cost_matrix(points, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid, cfg)
+  cost, iou = cost_matrix(points, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid, cfg)
   assigned = select_positives(cost, _get(cfg, "topk"))
   # IoU* = IoU of the detached prediction with the assigned GT; ignore matches count in num_fg (Q2).
   iou_star = iou[jnp.maximum(assigned, 0), jnp.arange(points.shape[0])]

@@ -16,19 +16,19 @@ def test_cost_entry_worked_example():
   pts = jnp.array([[16.0, 16.0], [48.0, 16.0]])
   logits = jnp.zeros((2, 1))
   ltrb = jnp.array([[16.0, 16.0, 24.0, 64.0], [16.0, 16.0, 24.0, 64.0]])
-  cost, iou, _ = lla.cost_matrix(pts, logits, ltrb, jnp.array([[0.0, 0, 40, 80]]), jnp.array([0]), jnp.array([True]))
+  cost, iou = lla.cost_matrix(pts, logits, ltrb, jnp.array([[0.0, 0, 40, 80]]), jnp.array([0]), jnp.array([True]))
   assert cost[0, 0] == pytest.approx(0.25 * 0.25 * math.log(2), abs=1e-6)
   assert float(iou[0, 0]) == pytest.approx(1.0)
   assert float(cost[0, 1]) > 1000.0
   # At initialisation (p = 0.01) the class cost is 1.128382 everywhere.
-  cost0, _, _ = lla.cost_matrix(pts, jnp.full((2, 1), -math.log(99.0)), ltrb, jnp.array([[0.0, 0, 40, 80]]),
+  cost0, _ = lla.cost_matrix(pts, jnp.full((2, 1), -math.log(99.0)), ltrb, jnp.array([[0.0, 0, 40, 80]]),
                                 jnp.array([0]), jnp.array([True]))
   assert float(cost0[0, 0]) == pytest.approx(1.128382, abs=1e-5)
 
 
 def test_reg_cost_clamp():
   # lla.md §10.3: IoU 0 -> reg cost 15.942385, x 1.5 = 23.913578 (plus the focal cost at logit 0).
-  cost, _, _ = lla.cost_matrix(jnp.array([[16.0, 16.0]]), jnp.zeros((1, 1)), jnp.zeros((1, 4)),
+  cost, _ = lla.cost_matrix(jnp.array([[16.0, 16.0]]), jnp.zeros((1, 1)), jnp.zeros((1, 4)),
                                jnp.array([[0.0, 0, 40, 80]]), jnp.array([0]), jnp.array([True]))
   assert float(cost[0, 0]) - 0.25 * 0.25 * math.log(2) == pytest.approx(23.913578, abs=1e-4)
 
