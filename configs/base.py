@@ -97,6 +97,7 @@ def get_base_config():
   c.train = tr = ml_collections.ConfigDict()
   tr.batch_size = 16              # global batch
   tr.base_lr = 0.01
+  tr.optimizer = "sgd"            # sgd (with momentum; every released FCOS-family recipe) | adam
   tr.momentum = 0.9
   tr.weight_decay = 1e-4
   tr.warmup_steps = 1000
@@ -104,6 +105,7 @@ def get_base_config():
   tr.steps = 28125
   tr.lr_steps = (18750, 24735)    # 24735 kept for parity (lla.md §9: likely a digit swap of 24375)
   tr.lr_gamma = 0.1
+  tr.lr_schedule = "step"         # step (released recipes: lr_steps, lr_gamma) | cosine (decays to 0 at train.steps)
   tr.reference_batch_size = 16    # linear scaling rule: lr, steps, lr_steps and checkpoints scale by 16/batch
   tr.scale_by_batch = True
   tr.log_every = 20

@@ -29,7 +29,10 @@ def get_config():
   c.model.head.gn_groups = 16
   c.train.batch_size = 8
   c.train.scale_by_batch = False
-  c.train.base_lr = 0.02
+  # Adam, not the released SGD: from scratch on a CPU budget it learns far faster (README, "Deliberate
+  # deviations": at these 1200 steps SGD 0.02 gives MR^-2 70.5, Adam 3e-3 58.0).
+  c.train.optimizer = "adam"
+  c.train.base_lr = 0.003
   c.train.warmup_steps = 100
   c.train.steps = 1200
   c.train.lr_steps = (950, 1125)

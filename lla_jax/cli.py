@@ -57,8 +57,9 @@ def run(config, workdir: str, mode: str, step=None, images=None):
   from absl import logging
   logging.set_verbosity(logging.WARNING)
   os.makedirs(workdir, exist_ok=True)
-  print(f"lla-jax {mode}: {jax.device_count()} {jax.default_backend()} device(s), workdir {os.path.abspath(workdir)}",
-        flush=True)
+  if jax.process_index() == 0:   # one banner per job, not one per host
+    print(f"lla-jax {mode}: {jax.device_count()} {jax.default_backend()} device(s), workdir {os.path.abspath(workdir)}",
+          flush=True)
   if mode == "train":
     save_config(config, workdir)
     from lla_jax import train

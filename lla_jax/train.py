@@ -41,13 +41,25 @@ def scaled_train_config(tr: ml_collections.ConfigDict) -> dict:
               eval_every=max(1, int(eval_every / ratio)) if eval_every else 0)
 
 
-def learning_rate_schedule(base_lr, warmup_steps, warmup_factor, lr_steps, gamma):
-  """lr(it) = base * warmup(it) * gamma^(#lr_steps <= it); warmup linear from warmup_factor."""
+def learning_rate_schedule(base_lr, warmup_steps, warmup_factor, lr_steps, gamma, kind="step", total_steps=None):
+  """lr(it) = base * warmup(it) * decay(it); warmup linear from warmup_factor.
+
+  kind "step" (the released recipes): decay = gamma^(#lr_steps <= it). kind "cosine" (detectron2's
+  WarmupCosineLR): decay = (1 + cos(pi * it / total_steps)) / 2, lr_steps and gamma unused.
+  """
+  if kind not in ("step", "cosine"):
+    raise ValueError(f"config.train.lr_schedule={kind!r}: expected 'step' or 'cosine'")
+  if kind == "cosine" and not total_steps:
+    raise ValueError("a cosine learning-rate schedule needs total_steps > 0")
+
   def schedule(it):
     it = jnp.asarray(it, jnp.float32)
     alpha = it / max(warmup_steps, 1)
     warm = jnp.where(it < warmup_steps, warmup_factor * (1.0 - alpha) + alpha, 1.0)
-    decay = gamma ** jnp.sum(jnp.asarray(lr_steps, jnp.float32).reshape(-1) <= it)
+    if kind == "cosine":
+      decay = 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.minimum(it / total_steps, 1.0)))
+    else:
+      decay = gamma ** jnp.sum(jnp.asarray(lr_steps, jnp.float32).reshape(-1) <= it)
     return base_lr * warm * decay
   return schedule
 
@@ -56,7 +68,8 @@ def make_optimizer(config, method, params):
   """SGD with momentum (or Adam), weight decay on the method's decay mask, frozen params untouched."""
   tr = config.train
   s = scaled_train_config(tr)
-  schedule = learning_rate_schedule(s["lr"], tr.warmup_steps, tr.warmup_factor, s["lr_steps"], tr.lr_gamma)
+  schedule = learning_rate_schedule(s["lr"], tr.warmup_steps, tr.warmup_factor, s["lr_steps"], tr.lr_gamma,
+                                    kind=tr.get("lr_schedule", "step"), total_steps=s["steps"])
   kind = tr.get("optimizer", "sgd")
   if kind == "sgd":
     # PyTorch SGD semantics: grad + wd * param, then momentum, then lr.
@@ -118,13 +131,14 @@ def create_train_state(config, method, mesh):
   # The PRNG implementation in effect (jax.default_prng_impl) is part of the cache key: a cached trace
   # would otherwise keep the implementation of its first call.
   variables = _jitted_init(method.init, tuple(config.data.pad_size), config.seed, jax.config.jax_default_prng_impl)()
-  params = variables["params"]
-  model_state = {k: v for k, v in variables.items() if k != "params"}
   pretrained = config.model.backbone.get("pretrained")
   if pretrained:
     from lla_jax import weights
-    params, report = weights.load_pretrained(params, pretrained, config.model)
+    # load_variables: BN statistics (MobileNet) as well as params, and the pixel convention checked.
+    variables, report = weights.load_variables(variables, pretrained, config.model, data_cfg=config.data)
     logging.info("pretrained weights from %s: %s", pretrained, report)
+  params = variables["params"]
+  model_state = {k: v for k, v in variables.items() if k != "params"}
   params = sharding.place(params, state_layout(config, mesh, params))
   model_state = sharding.place(model_state, state_layout(config, mesh, model_state))
   tx, schedule = make_optimizer(config, method, params)

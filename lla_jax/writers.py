@@ -61,9 +61,11 @@ class Progress:
   def line(self, step: int, scalars: dict) -> str:
     dt = max(time.time() - self.t0, 1e-9)
     done = step - self.s0
-    ips = done * self.batch / dt
-    eta = (self.total - step) * dt / max(done, 1)
     parts = " ".join(f"{k} {float(v):.4f}" for k, v in scalars.items())
+    if done <= 0:   # the clock has just (re)started: no rate to report yet
+      return f"step {step}/{self.total} | {parts} | - img/s | ETA -"
+    ips = done * self.batch / dt
+    eta = (self.total - step) * dt / done
     return f"step {step}/{self.total} | {parts} | {ips:.1f} img/s | ETA {_hms(eta)}"
 
   def report(self, step: int, scalars: dict) -> None:

@@ -23,6 +23,19 @@ def test_released_schedule():
   assert float(lr(24735)) == pytest.approx(0.0001)
 
 
+def test_cosine_schedule():
+  """detectron2 WarmupCosineLR: base * warmup * (1 + cos(pi it / T)) / 2, lr_steps ignored, 0 from T on."""
+  lr = train.learning_rate_schedule(0.02, 100, 0.001, (5,), 0.1, kind="cosine", total_steps=1000)
+  warm = 0.001 * 0.5 + 0.5
+  assert float(lr(50)) == pytest.approx(0.02 * warm * (1 + np.cos(np.pi * 0.05)) / 2)
+  assert float(lr(500)) == pytest.approx(0.01)
+  assert float(lr(750)) == pytest.approx(0.02 * (1 + np.cos(np.pi * 0.75)) / 2)
+  assert float(lr(1000)) == pytest.approx(0.0, abs=1e-9)
+  assert float(lr(1500)) == pytest.approx(0.0, abs=1e-9)
+  with pytest.raises(ValueError, match="lr_schedule='linear'"):
+    train.learning_rate_schedule(0.02, 100, 0.001, (), 0.1, kind="linear", total_steps=1000)
+
+
 def test_linear_scaling_rule_batch_8():
   tr = base.get_base_config().train
   tr.batch_size = 8
@@ -95,3 +108,15 @@ def test_loop_evaluates_periodically_keeps_best_and_resumes(tmp_path, monkeypatc
   with open(tmp_path / "best.json") as f:
     assert json.load(f)["step"] == 8
   assert sorted(os.listdir(tmp_path / "best")) == ["8"]
+
+
+def test_progress_line(monkeypatch):
+  """Step, loss parts, images/s over the steps since the clock started, and the ETA at that rate."""
+  from lla_jax import writers
+  clock = [100.0]
+  monkeypatch.setattr(writers.time, "time", lambda: clock[0])
+  progress = writers.Progress(total_steps=1000, batch_size=8, start_step=0)
+  progress.restart_clock(1)
+  assert progress.line(1, {"loss": 1.5}) == "step 1/1000 | loss 1.5000 | - img/s | ETA -"
+  clock[0] += 10.0
+  assert progress.line(51, {"loss": 1.25}) == "step 51/1000 | loss 1.2500 | 40.0 img/s | ETA 0:03:09"

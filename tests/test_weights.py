@@ -596,6 +596,25 @@ def test_convert_command_checks(tmp_path):
     weights.convert_command(c, str(tmp_path / "w3"))
 
 
+def test_train_state_from_pretrained_file(tmp_path):
+  """config.model.backbone.pretrained goes through load_variables: the file's values land in the initial
+  train state, and a pixel convention that disagrees with the file stops before anything is built."""
+  from lla_jax import sharding, train
+  from lla_jax.methods import get_method
+  c = tiny_lla_config(tmp_path / "unused.npz")
+  sd = cvpods_state_dict(np.random.default_rng(7), c.model)
+  c.model.backbone.pretrained = str(tmp_path / "model_final.npz")
+  np.savez(c.model.backbone.pretrained, **sd)
+  with jax.default_prng_impl("unsafe_rbg"):
+    state, _, _ = train.create_train_state(c, get_method(c), sharding.make_mesh())
+  exported = weights.export_cvpods(jax.device_get(state.params))
+  for k in sd:
+    np.testing.assert_array_equal(exported[k], sd[k], err_msg=k)
+  c.data.bgr = False
+  with pytest.raises(ValueError, match="data.bgr=False"):
+    train.create_train_state(c, get_method(c), sharding.make_mesh())
+
+
 def test_pixel_conventions_of_formats():
   data = base.get_base_config().data   # MSRA caffe pixels
   assert weights.check_pixel_convention(data, "c2", "caffe", "f") == "caffe"
