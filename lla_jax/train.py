@@ -64,12 +64,17 @@ def learning_rate_schedule(base_lr, warmup_steps, warmup_factor, lr_steps, gamma
   return schedule
 
 
+def config_schedule(tr: ml_collections.ConfigDict):
+  """learning_rate_schedule of config.train, after the linear scaling rule (scaled_train_config)."""
+  s = scaled_train_config(tr)
+  return learning_rate_schedule(s["lr"], tr.warmup_steps, tr.warmup_factor, s["lr_steps"], tr.lr_gamma,
+                                kind=tr.get("lr_schedule", "step"), total_steps=s["steps"])
+
+
 def make_optimizer(config, method, params):
   """SGD with momentum (or Adam), weight decay on the method's decay mask, frozen params untouched."""
   tr = config.train
-  s = scaled_train_config(tr)
-  schedule = learning_rate_schedule(s["lr"], tr.warmup_steps, tr.warmup_factor, s["lr_steps"], tr.lr_gamma,
-                                    kind=tr.get("lr_schedule", "step"), total_steps=s["steps"])
+  schedule = config_schedule(tr)
   kind = tr.get("optimizer", "sgd")
   if kind == "sgd":
     # PyTorch SGD semantics: grad + wd * param, then momentum, then lr.

@@ -27,7 +27,7 @@ torch is imported lazily and only for `.pth`/`.pt` files; `.pkl` and `.npz` hold
 without it.
 
 Entry points: `load_variables` (any file into any model of the suite, by the file's names),
-`load_pretrained` (params only: config.model.backbone.pretrained), `convert_command` (--mode=convert:
+`load_pretrained` (params only, for a params tree without model state), `convert_command` (--mode=convert:
 a file into a step-0 checkpoint that --mode=eval restores). The pixel convention follows the weights
 (`format_pixel_conventions`); the config records it in data.bgr / pixel_mean / pixel_std, and
 `check_pixel_convention` stops with the override flags when they disagree.
@@ -584,7 +584,9 @@ def load_keras(variables_or_params: Mapping, path: str, strict: bool = True) -> 
 
 
 def load_pretrained(params: Mapping, path: str, model_cfg, strict: bool = True) -> tuple:
-  """`config.model.backbone.pretrained` -> (params, LoadReport), dispatching on the file's names.
+  """A params tree filled from a weights file -> (params, LoadReport), dispatching on the file's names.
+  (`config.model.backbone.pretrained` goes through `load_variables`, which also fills BN statistics and
+  checks the pixel convention.)
 
   A cvpods detector checkpoint fills backbone, FPN and head; any other format fills the backbone only.
   The format must match `model.backbone.layout` (stride placement is invisible in shapes) and the model

@@ -314,10 +314,7 @@ def alternating_update(config, model, trainable) -> AlternatingStep:
   tr = config.train
   check_alternating_config(tr)
   num_steps = cfg.num_steps
-  scaled = train_lib.scaled_train_config(tr)
-  schedule = train_lib.learning_rate_schedule(scaled["lr"], tr.warmup_steps, tr.warmup_factor, scaled["lr_steps"],
-                                              tr.lr_gamma, kind=tr.get("lr_schedule", "step"),
-                                              total_steps=scaled["steps"])
+  schedule = train_lib.config_schedule(tr)
   b1, b2, eps = float(tr.get("adam_b1", 0.9)), float(tr.get("adam_b2", 0.999)), float(tr.get("adam_eps", 1e-8))
 
   def step_mask(params, t):
