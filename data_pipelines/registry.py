@@ -6,8 +6,8 @@ An entry names (fields of `DataSet`):
   builder       'module:Class' of its TFDS builder, imported only when asked for (`builder_class`);
                 this module imports neither TensorFlow nor TFDS
   splits        the splits the builder writes
-  evals         evaluator names (the lla_jax evaluator registry) its GT supports; the first is the
-                data set's default protocol
+  evals         evaluator names (lla_jax/evaluation/registry.py) run on the data set's eval split when
+                the config lists none (config.evals empty)
   gt_format     how the evaluation GT of a split is exported: 'odgt' (CrowdHuman lines) or
                 'citypersons_json' (the CityPersons toolbox's val_gt.json layout); see gt_export.py
   augment       the default data.augment: 'flip' (FCOS-family resize + flip) or 'alfnet' (ALFNet's
@@ -66,7 +66,7 @@ def get(name: str) -> DataSet:
   try:
     return _ENTRIES[name]
   except KeyError:
-    raise ValueError(f"unknown data set {name!r} (data.name); registered: {', '.join(names())}") from None
+    raise ValueError(f"config.data.name={name!r}: unknown data set; registered: {', '.join(names())}") from None
 
 
 def builder_class(name: str):
@@ -87,9 +87,9 @@ def augment(data_cfg) -> str:
 
 
 register(DataSet(name="crowdhuman", builder="data_pipelines.crowdhuman:Crowdhuman", splits=("train", "val"),
-                 evals=("crowdhuman", "citypersons"), gt_format="odgt", augment="flip"))
+                 evals=("crowdhuman",), gt_format="odgt", augment="flip"))
 register(DataSet(name="citypersons", builder="data_pipelines.citypersons:Citypersons", splits=("train", "val"),
                  evals=("citypersons",), gt_format="citypersons_json", augment="alfnet"))
 register(DataSet(name="synthetic_crowds", builder="data_pipelines.synthetic_crowds:SyntheticCrowds",
-                 splits=("train", "val"), evals=("crowdhuman", "citypersons"), gt_format="odgt", augment="flip",
+                 splits=("train", "val"), evals=("crowdhuman",), gt_format="odgt", augment="flip",
                  numpy_source=True))

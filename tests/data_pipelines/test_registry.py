@@ -11,16 +11,16 @@ from data_pipelines import registry
 def test_entries():
   assert registry.names() == ("crowdhuman", "citypersons", "synthetic_crowds")
   ch, cp, sy = (registry.get(n) for n in registry.names())
-  assert (ch.gt_format, ch.augment, ch.numpy_source, ch.evals[0]) == ("odgt", "flip", False, "crowdhuman")
+  assert (ch.gt_format, ch.augment, ch.numpy_source, ch.evals) == ("odgt", "flip", False, ("crowdhuman",))
   assert (cp.gt_format, cp.augment, cp.numpy_source, cp.evals) == ("citypersons_json", "alfnet", False,
                                                                    ("citypersons",))
-  assert (sy.gt_format, sy.augment, sy.numpy_source, sy.evals[0]) == ("odgt", "flip", True, "crowdhuman")
+  assert (sy.gt_format, sy.augment, sy.numpy_source, sy.evals) == ("odgt", "flip", True, ("crowdhuman",))
   assert all(registry.get(n).splits == ("train", "val") for n in registry.names())
 
 
 def test_unknown_name_lists_the_registered_ones():
-  with pytest.raises(ValueError, match="unknown data set 'caltech' .*registered: crowdhuman, citypersons, "
-                                       "synthetic_crowds"):
+  with pytest.raises(ValueError, match="config.data.name='caltech': unknown data set; registered: crowdhuman, "
+                                       "citypersons, synthetic_crowds"):
     registry.get("caltech")
 
 
