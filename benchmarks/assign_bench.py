@@ -1,5 +1,5 @@
 """Label-assignment speed and memory: jit(vmap(assign)) of LLA, FCOS and ATSS vs a per-image loop of the
-plain numpy re-statements in tests/assigners/ (numpy_reference.py for FCOS/ATSS, lla_reference.py for LLA).
+plain numpy re-statements in tests/reference/ (assigners.py for FCOS/ATSS, lla.py for LLA).
 
 A batch of 16 images at the released 800 x 1408 input (points from lla_jax.priors.fpn_points), GT padded to
 100 and to 500 rows, about half of them valid: crowded pedestrian-shaped boxes, some tiny, some leaving the
@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import jax  # noqa: E402
 
 from lla_jax.priors import fpn_points  # noqa: E402
-from tests.assigners import numpy_reference  # noqa: E402
+from tests.reference import assigners as numpy_reference  # noqa: E402
 
 NAMES = ("lla", "fcos", "atss")
 
@@ -53,7 +53,7 @@ def reference_fn(name):
   """The numpy re-statement of assigner `name`, or None when it is not there."""
   if name == "lla":
     try:
-      return importlib.import_module("tests.assigners.lla_reference").assign_np
+      return importlib.import_module("tests.reference.lla").assign_np
     except ImportError:
       return None
   return {"fcos": numpy_reference.fcos_np, "atss": numpy_reference.atss_np}[name]

@@ -19,7 +19,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from lla_jax.evaluation import citypersons, crowdhuman, reference  # noqa: E402
+from lla_jax.evaluation import citypersons, crowdhuman  # noqa: E402
+from tests.reference import evaluation as reference  # noqa: E402
 
 
 def synth_crowdhuman(rng, n_images=4370, gt_per_image=23, dt_per_image=150):

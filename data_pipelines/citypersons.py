@@ -1,4 +1,5 @@
-"""TFDS builder `citypersons`: CityPersons (datasets.md §2) from the Cityscapes images in a manual_dir.
+"""TFDS builder `citypersons`: CityPersons (Zhang et al., CVPR 2017; cvgroup-njust/CityPersons) from the
+Cityscapes images in a manual_dir.
 
 Boxes come from the Cityscapes gtBboxCityPersons JSON files or, as an alternative, the CityPersons
 toolbox's anno_{train,val}.mat (LAYOUT; `annotations` = "auto" takes the JSON files when present). Both
@@ -13,9 +14,9 @@ Features (one example per image, images without boxes included):
   fbox, vbox     float32 (N, 4) the raw full and visible boxes as xyxy (x2 = x + w), not clipped;
   label          int32 (N,) class_label 0 ignore region, 1 pedestrian, 2 rider, 3 sitting, 4 other, 5 group;
   instance_id    int32 (N,);
-  train_box      float32 (N, 4) the box ALFNet trains on (alfnet.md §12): x1 = max(int(x), 0),
+  train_box      float32 (N, 4) the box ALFNet trains on (liuwei16/ALFNet generate_data.py): x1 = max(int(x), 0),
                  y1 = max(int(y), 0), w = min(int(w), W - x1 - 1), h = min(int(h), H - y1 - 1), (x1, y1, x1 + w, y1 + h);
-  ignore         bool (N,) the training role (alfnet.md §12): False exactly for a pedestrian (label 1) with
+  ignore         bool (N,) the training role (ALFNet generate_data.py): False exactly for a pedestrian (label 1) with
                  clipped height >= 50 whose summed coverage of the image's ignore regions (sum of
                  intersection / ignore-region area, +1 areas) is < 0.5; every other box is an ignore region.
 The training pipeline skips images with no pedestrian of clipped height >= 50 (before the move), as
@@ -36,21 +37,26 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_pipelines import images as image_files
+
 SPLITS = ("train", "val")
 LABELS = ("ignore", "pedestrian", "rider", "sitting person", "person (other)", "person group")  # class_label 0..5
 EVAL_CATEGORIES = [{"id": 1, "name": "pedestrian"}, {"id": 2, "name": "rider"}, {"id": 3, "name": "sitting person"},
                    {"id": 4, "name": "other person"}, {"id": 5, "name": "people group"},
                    {"id": 0, "name": "ignore region"}]
 PEDESTRIAN, GROUP = 1, 5
-MIN_GT_HEIGHT = 50            # alfnet.md §12: pedestrians at least this tall (clipped) are GT
+MIN_GT_HEIGHT = 50            # ALFNet generate_data.py: pedestrians at least this tall (clipped) are GT
 IGNORE_MOVE_FRACTION = 0.5    # a GT covering >= this much of ignore regions becomes one
 OFFICIAL = {"train": {"images": 2975, "boxes": 27770, "alfnet_images": 2112, "alfnet_gt": 12390,
                       "alfnet_ignore": 12942},
             "val": {"images": 500, "boxes": 5795}}
+DEFAULT_MAX_BOXES = 128        # data.max_boxes of configs/alfnet_*.py
+EXAMPLE_CONFIG = "alfnet_r50_2s"
+BUILD_OPTIONS = ("annotations",)  # keyword options of Citypersons() taken from the prepare command line
 IMAGE_SUFFIX = "_leftImg8bit.png"
 JSON_SUFFIX = "_gtBboxCityPersons.json"
 
-LAYOUT = """Expected CityPersons layout under --manual_dir (datasets.md §2):
+LAYOUT = """Expected CityPersons layout under --manual_dir (Cityscapes downloads and the CityPersons toolbox):
   DIR/leftImg8bit/{train,val}/<city>/<city>_<seq>_<frame>_leftImg8bit.png      (Cityscapes leftImg8bit_trainvaltest.zip)
 and one box source:
   DIR/gtBboxCityPersons/{train,val}/<city>/<city>_<seq>_<frame>_gtBboxCityPersons.json
@@ -184,7 +190,7 @@ def ignore_coverage(gt: np.ndarray, ignore: np.ndarray) -> np.ndarray:
 
 
 def alfnet_training_boxes(bbs: np.ndarray, height: int, width: int):
-  """The ALFNet training rule (alfnet.md §12) for one image's toolbox rows (N, 10).
+  """The ALFNet training rule (liuwei16/ALFNet generate_data.py) for one image's toolbox rows (N, 10).
 
   Returns (train_box float32 (N, 4), ignore bool (N,), has_gt bool, moved int): boxes clipped the
   ALFNet way (int truncation, x1, y1 >= 0, w <= W - x1 - 1, h <= H - y1 - 1); GT = pedestrian with
@@ -211,7 +217,7 @@ def _number(v):
 
 
 def evaluation_gt(images) -> dict:
-  """The evaluator's GT (val_gt.json layout, datasets.md §2.4) from per-image dicts in image order, each
+  """The evaluator's GT (the layout of the toolbox's evaluation/val_gt.json) from per-image dicts in image order, each
   {"im_name", "height", "width", "fbox" (N, 4) xyxy, "vbox" (N, 4) xyxy, "label" (N,)}: images
   [{id 1..N, im_name, height, width}], categories, annotations [{id 1.., image_id, category_id 1,
   iscrowd (label 5), ignore (label != 1), bbox, vis_bbox (raw [x, y, w, h]), height = bbox h,
@@ -291,7 +297,6 @@ class SplitStatistics:
 
 def generate_split(entries, image_root: str, split: str, skip_corrupt: bool, stats: SplitStatistics):
   """Yield (index, example) per annotation entry (json_entries / mat_entries), streaming; fills stats."""
-  from data_pipelines import input_pipeline
   seen = set()
   index = 0
   for entry in entries:
@@ -305,7 +310,7 @@ def generate_split(entries, image_root: str, split: str, skip_corrupt: bool, sta
     path = os.path.join(image_root, split, entry["city"], im_name)
     if not os.path.isfile(path):
       raise FileNotFoundError(f"{where}: image {image_id} not found at {path}.\n{LAYOUT}")
-    read = input_pipeline.read_checked_image(path, where, image_id, skip_corrupt, stats.corrupt_ids)
+    read = image_files.read_checked_image(path, where, image_id, skip_corrupt, stats.corrupt_ids)
     if read is None:
       continue
     data, height, width = read

@@ -1,4 +1,4 @@
-"""TFDS builder `crowdhuman`: CrowdHuman (datasets.md §1) from the official files in a manual_dir.
+"""TFDS builder `crowdhuman`: CrowdHuman (Shao et al., arXiv 1805.00123) from the official files in a manual_dir.
 
 Nothing is downloaded: the user unpacks the official archives (LAYOUT) and runs
 `python -m data_pipelines.prepare crowdhuman --manual_dir DIR --data_dir OUT`. The build streams: one
@@ -15,7 +15,7 @@ Statistics of each split (images, boxes, person and ignore boxes, boxes per imag
 with no area, boxes past the border, images with only ignore boxes or none, corrupt images skipped) are
 stored in the builder metadata (metadata.json, key "statistics") and logged after each split.
 
-Checks (datasets.md §5.2; each error names the file, line and ID): a line that is not JSON, a box that
+Checks (each error names the file, line and ID): a line that is not JSON, a box that
 is not 4 finite numbers, a tag other than "person" without extra.ignore = 1, a duplicate ID, an image
 that is missing or cannot be decoded (or, with skip_corrupt, is skipped and counted). Boxes with no
 area are kept, as in the official files (evaluation sees them), and counted; the training pipeline
@@ -29,18 +29,23 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_pipelines import images as image_files
 from data_pipelines import records as records_lib
 from data_pipelines import synthetic_crowds
 
 SPLITS = ("train", "val")
-OFFICIAL_IMAGES = {"train": 15000, "val": 4370}
+# The official release (per split, statistics as stored in the builder metadata): prepare warns on a difference.
+OFFICIAL = {"train": {"images": 15000}, "val": {"images": 4370, "images_without_boxes": 0}}
+DEFAULT_MAX_BOXES = 500        # data.max_boxes of configs/base.py, the configs that train on CrowdHuman
+EXAMPLE_CONFIG = "lla_r50"     # the config prepare's closing line suggests
+BUILD_OPTIONS = ()             # keyword options of Crowdhuman() taken from the prepare command line
 IMAGE_FOLDERS = ("Images", "CrowdHuman_train01/Images", "CrowdHuman_train02/Images", "CrowdHuman_train03/Images",
                  "CrowdHuman_val/Images")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 ATTRIBUTES = (("extra", "ignore"), ("extra", "box_id"), ("extra", "occ"), ("head_attr", "ignore"),
               ("head_attr", "occ"), ("head_attr", "unsure"))
 
-LAYOUT = """Expected CrowdHuman layout under --manual_dir (datasets.md §1.1; unpack the official archives):
+LAYOUT = """Expected CrowdHuman layout under --manual_dir (unpack the official archives of crowdhuman.org):
   DIR/annotation_train.odgt        (or DIR/annotations/annotation_train.odgt)
   DIR/annotation_val.odgt          (or DIR/annotations/annotation_val.odgt)
   DIR/Images/<ID>.jpg              train and val images: CrowdHuman_train01.zip, CrowdHuman_train02.zip,
@@ -138,7 +143,6 @@ class SplitStatistics:
 
 def generate_split(odgt_path: str, images: dict, skip_corrupt: bool, stats: SplitStatistics):
   """Yield (index, example) for the lines of one odgt file, streaming; fills `stats`."""
-  from data_pipelines import input_pipeline
   seen = set()
   index = 0
   for lineno, text, rec in records_lib.iter_odgt(odgt_path):
@@ -151,7 +155,7 @@ def generate_split(odgt_path: str, images: dict, skip_corrupt: bool, stats: Spli
     path = images.get(image_id)
     if path is None:
       raise FileNotFoundError(f"{where}: no image {image_id}.jpg in the image folders.\n{LAYOUT}")
-    read = input_pipeline.read_checked_image(path, where, image_id, skip_corrupt, stats.corrupt_ids)
+    read = image_files.read_checked_image(path, where, image_id, skip_corrupt, stats.corrupt_ids)
     if read is None:
       continue
     data, height, width = read

@@ -1,18 +1,22 @@
 """The tf.data input pipeline: TFDS examples -> fixed-shape numpy Batch dicts.
 
-CrowdHuman and synthetic crowds (lla.md §2), per image: decode (RGB uint8; JPEG with the accurate
-integer DCT, which equals PIL's decoder), ResizeShortestEdge (min_size / max_size, int(h * scale +
-0.5)), bilinear resize (antialiased like PIL, rounded to uint8 values as PIL returns), boxes scaled by
-(new_w / w, new_h / h), horizontal flip (train, flip_prob), clip to the image and drop boxes that are
-not finite or have zero width or height (counted), normalise (BGR if data.bgr; minus pixel_mean, over
-pixel_std), zero padding bottom/right to data.pad_size after normalisation (training with data.buckets:
-to the size of the batch's orientation bucket), GT padded to data.max_boxes.
+data.augment 'flip' (the FCOS-family recipe of cvpods cvpods/data/transforms/transform_gen.py; the default of
+CrowdHuman and synthetic crowds), per image: decode (RGB uint8; JPEG with the accurate integer DCT,
+which equals PIL's decoder), ResizeShortestEdge (min_size / max_size, int(h * scale + 0.5)), bilinear
+resize (antialiased like PIL, rounded to uint8 values as PIL returns), boxes scaled by (new_w / w,
+new_h / h), horizontal flip (train, flip_prob), clip to the image and drop boxes that are not finite or
+have zero width or height (counted), normalise (BGR if data.bgr; minus pixel_mean, over pixel_std),
+zero padding bottom/right to data.pad_size after normalisation (training with data.buckets: to the size
+of the batch's orientation bucket), GT padded to data.max_boxes.
 
-CityPersons (alfnet.md §10-§12): training takes the images with a pedestrian of height >= 50 through
-the ALFNet augmentation (brightness on V, flip, random scale-crop around a person with the box keep
-rules, resize to data.train_size with boxes truncated to int) and pads to data.pad_size; evaluation
-takes the full image without resizing, padded to data.eval_size. The evaluator's GT json is written
-to the cache (info["gt_json"]).
+data.augment 'alfnet' (liuwei16/ALFNet keras_alfnet/data_augment.py; the default of CityPersons):
+training takes the images with GT (CityPersons: a pedestrian of height >= 50) through the ALFNet
+augmentation (brightness on V, flip, random scale-crop around a person with the box keep rules, resize
+to data.train_size with boxes truncated to int) and pads to data.pad_size; evaluation takes the full
+image without resizing, padded to data.eval_size.
+
+The data set's registry entry (registry.py) names its builder and how its evaluation GT is exported
+(gt_export.py: info["gt_odgt"] or info["gt_json"]).
 
 Then batch (train: shuffle, repeat, drop the remainder; eval: every process runs the same number of
 full batches, padded with filler images of image_id -1), prefetch. Deterministic for a given seed.
@@ -22,226 +26,20 @@ transforms.py states the same steps in numpy; tests hold both to the same number
 """
 from __future__ import annotations
 
-import glob
-import json
 import logging
-import os
 
 import numpy as np
+import tensorflow_datasets as tfds
 
-import data_pipelines
-from data_pipelines import records as records_lib
+from data_pipelines import gt_export
+from data_pipelines import images as image_files
+from data_pipelines import registry
+from data_pipelines import settings
 from data_pipelines import transforms
-
-PREPARED_NAMES = ("crowdhuman", "citypersons")
-
-
-def _tf():
-  """TensorFlow, kept off every accelerator (JAX owns them)."""
-  import tensorflow as tf
-  try:
-    tf.config.set_visible_devices([], "GPU")
-    tf.config.set_visible_devices([], "TPU")
-  except (RuntimeError, ValueError):  # already initialised, or no such device type
-    pass
-  return tf
-
-
-# ---------------------------------------------------------------------------------------------------
-# Builders and the per-split GT cache.
-
-
-def not_prepared_error(name: str, data_dir: str) -> FileNotFoundError:
-  return FileNotFoundError(
-      f"data set {name!r} is not prepared: found no TFDS data (dataset_info.json) under "
-      f"{os.path.join(data_dir, name)}. Prepare it once from the official files with\n"
-      f"  python -m data_pipelines.prepare {name} --manual_dir DIR --data_dir {data_dir}\n"
-      f"where DIR holds the downloaded {name} images and annotations (datasets.md), or point "
-      f"data.data_dir at the folder that holds {name}/.")
-
-
-def _version_key(path: str):
-  try:
-    return tuple(int(p) for p in os.path.basename(os.path.dirname(path)).split("."))
-  except ValueError:
-    return None
-
-
-def prepared_builder(name: str, data_dir: str):
-  """The TFDS builder of a data set prepared into data_dir/name (by its builder, with or without a
-  config level), read from the prepared files alone (builder code need not be importable). The newest
-  version wins; several configs are an error naming them."""
-  import tensorflow_datasets as tfds
-  root = os.path.join(data_dir, name)
-  infos = [p for pattern in ("*", os.path.join("*", "*"))
-           for p in glob.glob(os.path.join(root, pattern, "dataset_info.json"))]
-  infos = [p for p in infos if _version_key(p) is not None]  # skips incomplete.* build folders
-  if not infos:
-    raise not_prepared_error(name, data_dir)
-  configs = sorted({os.path.relpath(os.path.dirname(os.path.dirname(p)), root) for p in infos})
-  if len(configs) > 1:
-    raise ValueError(f"{root} holds several prepared configs {configs}; keep one or use another data.data_dir")
-  newest = max(infos, key=_version_key)
-  return tfds.builder_from_directory(os.path.dirname(newest))
-
-
-def builder_for(data_cfg, data_dir: str):
-  """The prepared builder for data_cfg.name; the synthetic data set is built on first use."""
-  if data_cfg.name == data_pipelines.SYNTHETIC:
-    from data_pipelines import synthetic_crowds
-    return synthetic_crowds.prepare(**data_pipelines.synthetic_params(data_cfg), data_dir=data_dir)
-  if data_cfg.name in PREPARED_NAMES:
-    return prepared_builder(data_cfg.name, data_dir)
-  raise ValueError(f"data.name must be one of {(data_pipelines.SYNTHETIC,) + PREPARED_NAMES}, got {data_cfg.name!r}")
-
-
-def _xyxy_to_xywh(b):
-  b = np.asarray(b, np.float64).reshape(-1, 4)
-  return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
-
-
-def _cache_paths(builder, split: str, data_dir: str, suffix: str) -> tuple[str, str, str]:
-  """(path, stamp path, stamp) of a derived per-split file; the stamp changes when the prepared data does."""
-  path = os.path.join(data_pipelines.cache_dir(data_dir, builder.info.full_name), f"{split}_{suffix}")
-  st = os.stat(os.path.join(builder.data_dir, "dataset_info.json"))
-  return path, path + ".stamp", f"{st.st_mtime_ns} {st.st_size}"
-
-
-def _fresh(path: str, stamp_path: str, stamp: str) -> bool:
-  if not (os.path.exists(path) and os.path.exists(stamp_path)):
-    return False
-  with open(stamp_path) as f:
-    return f.read() == stamp
-
-
-def _write_stamp(stamp_path: str, stamp: str):
-  with open(stamp_path, "w") as f:
-    f.write(stamp)
-
-
-def _indexed_examples(builder, split: str):
-  """The split's examples (images not decoded) by image/index, checking that the index runs over
-  0..N-1 exactly once and that image/id is unique. -> list of numpy example dicts."""
-  import tensorflow_datasets as tfds
-  where = f"{builder.info.full_name}/{split}"
-  ds = builder.as_dataset(split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
-  out, ids = {}, set()
-  for ex in ds.as_numpy_iterator():
-    ex.pop("image")
-    index, image_id = int(ex["image/index"]), ex["image/id"].decode()
-    if index in out:
-      raise ValueError(f"{where}: image/index {index} occurs twice ({out[index]['image/id'].decode()} and {image_id})")
-    if image_id in ids:
-      raise ValueError(f"{where}: image/id {image_id} occurs twice")
-    ids.add(image_id)
-    out[index] = ex
-  missing = sorted(set(range(len(out))) - set(out))
-  if missing:
-    raise ValueError(f"{where}: image/index must run over 0..{len(out) - 1}; missing {missing[:10]}")
-  return [out[i] for i in range(len(out))]
-
-
-def odgt_gt_line(ex) -> dict:
-  """The GT odgt line of one example with width/height: the stored odgt line itself where the data set
-  keeps it (CrowdHuman: the official content), else rebuilt from the boxes (synthetic crowds)."""
-  h, w = (int(v) for v in ex["size"])
-  if "annotation" in ex:
-    line = json.loads(ex["annotation"].decode())
-    line["height"], line["width"] = h, w
-    return line
-  return records_lib.odgt_line(
-      ex["image/id"].decode(), _xyxy_to_xywh(ex["fbox"]), _xyxy_to_xywh(ex["vbox"]), _xyxy_to_xywh(ex["hbox"]),
-      [t.decode() for t in ex["tag"]], ex["ignore"], height=h, width=w)
-
-
-def split_gt(builder, split: str, data_dir: str) -> tuple[str, list[dict]]:
-  """(path, lines) of the split's GT odgt (with width/height), in image_id order.
-
-  Written once from the TFDS examples (images not decoded) into data_pipelines.cache_dir(data_dir,
-  builder full name) and rebuilt when the prepared data changes (dataset_info.json stamp). Checks
-  that image/index runs over 0..N-1 exactly once and that IDs are unique.
-  """
-  gt_path, stamp_path, stamp = _cache_paths(builder, split, data_dir, "gt.odgt")
-  if _fresh(gt_path, stamp_path, stamp):
-    return gt_path, records_lib.read_odgt(gt_path)
-  logging.info("Writing the GT odgt of %s/%s to %s", builder.info.full_name, split, gt_path)
-  lines = [odgt_gt_line(ex) for ex in _indexed_examples(builder, split)]
-  records_lib.write_odgt(gt_path, lines)
-  _write_stamp(stamp_path, stamp)
-  return gt_path, lines
-
-
-def citypersons_split_gt(builder, split: str, data_dir: str) -> tuple[str, list[dict]]:
-  """(path, records) of a CityPersons split: the evaluator's GT json (val_gt.json layout, image id =
-  image/index + 1; citypersons.evaluation_gt) and the record list [{"ID", "width", "height", "index",
-  "eval_image_id", "im_name", "num_boxes", "has_gt"}] (has_gt: ALFNet trains on the image). Written
-  once into the cache like `split_gt`."""
-  from data_pipelines import citypersons
-  gt_path, stamp_path, stamp = _cache_paths(builder, split, data_dir, "gt.json")
-  rec_path = os.path.join(os.path.dirname(gt_path), f"{split}_records.json")
-  if _fresh(gt_path, stamp_path, stamp) and os.path.exists(rec_path):
-    with open(rec_path) as f:
-      return gt_path, json.load(f)
-  logging.info("Writing the evaluation GT of %s/%s to %s", builder.info.full_name, split, gt_path)
-  examples = _indexed_examples(builder, split)
-  images, records = [], []
-  for i, ex in enumerate(examples):
-    h, w = (int(v) for v in ex["size"])
-    name = ex["image/name"].decode()
-    images.append({"im_name": name, "height": h, "width": w, "fbox": ex["fbox"], "vbox": ex["vbox"],
-                   "label": ex["label"]})
-    tb = ex["train_box"]
-    has_gt = bool(((ex["label"] == citypersons.PEDESTRIAN) & (tb[:, 3] - tb[:, 1] >= citypersons.MIN_GT_HEIGHT)).any())
-    records.append({"ID": ex["image/id"].decode(), "width": w, "height": h, "index": i, "eval_image_id": i + 1,
-                    "im_name": name, "num_boxes": int(len(tb)), "has_gt": has_gt})
-  os.makedirs(os.path.dirname(gt_path), exist_ok=True)
-  for path, obj in ((gt_path, citypersons.evaluation_gt(images)), (rec_path, records)):
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-      json.dump(obj, f)
-    os.replace(tmp, path)
-  _write_stamp(stamp_path, stamp)
-  return gt_path, records
 
 
 # ---------------------------------------------------------------------------------------------------
 # Per-example preprocessing in TensorFlow (mirrors transforms.preprocess and transforms.alfnet_augment).
-
-
-def decode_image(tf, data):
-  """Encoded JPEG/PNG -> uint8 (h, w, 3) RGB. JPEG with INTEGER_ACCURATE, bit-equal to PIL's decoder."""
-  return tf.cond(tf.io.is_jpeg(data),
-                 lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
-                 lambda: tf.io.decode_png(data, channels=3))
-
-
-def decoded_size(data: bytes) -> tuple[int, int]:
-  """(height, width) of encoded JPEG/PNG bytes after a full decode with the pipeline's decoder; a
-  corrupt or unsupported file raises tf.errors.InvalidArgumentError (the builders name the image)."""
-  tf = _tf()
-  shape = decode_image(tf, tf.constant(data)).shape
-  return int(shape[0]), int(shape[1])
-
-
-def read_checked_image(path: str, where: str, image_id: str, skip_corrupt: bool, corrupt_ids: list):
-  """(bytes, height, width) of an image file for a builder, fully decoded once to prove it is readable.
-
-  A corrupt file stops with an error naming `where` and the image, or, with `skip_corrupt`, is logged,
-  appended to `corrupt_ids` (the build statistics count it) and None is returned.
-  """
-  tf = _tf()
-  with open(path, "rb") as f:
-    data = f.read()
-  try:
-    height, width = decoded_size(data)
-  except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
-    if not skip_corrupt:
-      raise ValueError(f"{where}: image {image_id} ({path}) cannot be decoded ({e.message.splitlines()[0]}); "
-                       "replace the file, or pass --skip_corrupt to leave it out (counted)") from None
-    logging.warning("%s: skipping corrupt image %s (%s)", where, image_id, path)
-    corrupt_ids.append(image_id)
-    return None
-  return data, height, width
 
 
 def _resized_size(tf, h, w, min_size, max_size):
@@ -314,12 +112,12 @@ def _finish_example(tf, data_cfg, ex, image, boxes, classes, image_size, orig_si
 
 
 def make_preprocess(tf, data_cfg, pad_size=None):
-  """CrowdHuman / synthetic crowds (lla.md §2): fn(example, flip) -> example padded to pad_size
-  (default data.pad_size; see transforms.preprocess for the fields)."""
+  """data.augment 'flip' (cvpods cvpods/data/transforms/transform_gen.py): fn(example, flip) -> example
+  padded to pad_size (default data.pad_size; see transforms.preprocess for the fields)."""
   pad_size = pad_size or data_cfg.pad_size
 
   def preprocess(ex, flip):
-    image = decode_image(tf, ex["image"])
+    image = image_files.decode_image(tf, ex["image"])
     h, w = tf.shape(image)[0], tf.shape(image)[1]
     new_h, new_w, scale = _resized_size(tf, h, w, data_cfg.min_size, data_cfg.max_size)
     image = _resize(tf, image, new_h, new_w)
@@ -411,40 +209,32 @@ def alfnet_augment(tf, image, boxes, classes, u, train_size, flip_prob):
   return image, tf.boolean_mask(out, area_ok), tf.boolean_mask(out_classes, area_ok), crop_h, dropped
 
 
-def citypersons_sizes(data_cfg) -> tuple[tuple[int, int], tuple[int, int]]:
-  """(train_size, eval_size) of a CityPersons config (data.train_size / data.eval_size, set by the
-  ALFNet configs); an error naming the fields when they are missing or do not fit data.pad_size."""
-  sizes = []
-  for key in ("train_size", "eval_size"):
-    v = data_cfg.get(key)
-    if v is None or len(v) != 2:
-      raise ValueError(f"data.name 'citypersons' needs data.{key} = (H, W) (configs/alfnet_*.py set "
-                       "train_size (640, 1280) and eval_size (1024, 2048)); got {v!r}")
-    sizes.append(tuple(int(x) for x in v))
-  if sizes[0][0] > data_cfg.pad_size[0] or sizes[0][1] > data_cfg.pad_size[1]:
-    raise ValueError(f"data.train_size {sizes[0]} exceeds data.pad_size {tuple(data_cfg.pad_size)}")
-  return sizes[0], sizes[1]
+def training_boxes(ex):
+  """The boxes an example trains on: "train_box" where the builder stores its own (CityPersons: the
+  ALFNet clipped boxes), else the full boxes "fbox"."""
+  return ex["train_box"] if "train_box" in ex else ex["fbox"]
 
 
-def make_citypersons_preprocess(tf, data_cfg, train: bool):
-  """CityPersons: train fn(example, u) -> the ALFNet augmentation (alfnet.md §10) at data.train_size,
-  padded to data.pad_size; eval fn(example) -> the full image, no resize, padded to data.eval_size,
-  with the ALFNet training boxes clipped to the image (for pictures; evaluation reads the GT json)."""
-  train_size, eval_size = citypersons_sizes(data_cfg)
+def make_alfnet_preprocess(tf, data_cfg, train: bool):
+  """data.augment 'alfnet': train fn(example, u) -> the ALFNet augmentation (Liu et al. 2018, ALFNet;
+  upstream liuwei16/ALFNet keras_alfnet/data_augment.py) at data.train_size, padded to data.pad_size;
+  eval fn(example) -> the full image, no resize, padded to data.eval_size, with the training boxes
+  clipped to the image (for pictures; evaluation reads the GT file)."""
+  train_size, eval_size = transforms.alfnet_sizes(data_cfg)
 
   def train_fn(ex, u):
-    image = decode_image(tf, ex["image"])
+    image = image_files.decode_image(tf, ex["image"])
     classes = tf.where(ex["ignore"], -1, 0)
-    out, boxes, classes, crop_h, dropped = alfnet_augment(tf, image, ex["train_box"], classes, u, train_size,
+    out, boxes, classes, crop_h, dropped = alfnet_augment(tf, image, training_boxes(ex), classes, u, train_size,
                                                           data_cfg.flip_prob)
     scale = tf.cast(train_size[0], tf.float32) / tf.cast(crop_h, tf.float32)
     return _finish_example(tf, data_cfg, ex, out, boxes, classes, tf.constant(train_size, tf.int32),
                            tf.shape(image)[:2], scale, dropped, data_cfg.pad_size)
 
   def eval_fn(ex):
-    image = decode_image(tf, ex["image"])
+    image = image_files.decode_image(tf, ex["image"])
     h, w = tf.shape(image)[0], tf.shape(image)[1]
-    boxes, classes, dropped = _clip_and_drop(tf, ex["train_box"], tf.where(ex["ignore"], -1, 0), h, w)
+    boxes, classes, dropped = _clip_and_drop(tf, training_boxes(ex), tf.where(ex["ignore"], -1, 0), h, w)
     return _finish_example(tf, data_cfg, ex, tf.cast(image, tf.float32), boxes, classes, tf.stack([h, w]),
                            tf.stack([h, w]), 1.0, dropped, eval_size)
 
@@ -455,28 +245,9 @@ def make_citypersons_preprocess(tf, data_cfg, train: bool):
 # The data set.
 
 
-def check_citypersons_split(records, data_cfg, train: bool, where: str, shard: tuple[int, int]) -> dict:
-  """Fail before training, naming the image, when an image has more boxes than data.max_boxes (the
-  error states the split maximum) or (eval) does not fit data.eval_size, or (train) this process's
-  shard holds no image ALFNet trains on. Returns {"max_boxes", "num_train_images"}."""
-  _, eval_size = citypersons_sizes(data_cfg)
-  needed = max((r["num_boxes"] for r in records), default=0)
-  for r in records:
-    if r["num_boxes"] > data_cfg.max_boxes:
-      raise transforms.too_many_boxes_error(r["ID"], r["num_boxes"], data_cfg.max_boxes, needed, where)
-    if not train and (r["height"] > eval_size[0] or r["width"] > eval_size[1]):
-      raise transforms.pad_size_error(r["ID"], r["height"], r["width"], eval_size)
-  usable = sum(r["has_gt"] for r in records)
-  if train and not any(r["has_gt"] for r in records[shard[0]:shard[1]]):
-    raise ValueError(f"{where}: images {shard[0]}..{shard[1] - 1} of this process hold no pedestrian of height "
-                     f">= 50 (ALFNet trains only on such images); use fewer processes or more data")
-  logging.info("%s: %d images (%d with GT, used for training), at most %d boxes per image (data.max_boxes = %d)",
-               where, len(records), usable, needed, data_cfg.max_boxes)
-  return {"max_boxes": needed, "num_train_images": usable}
-
-
 def orientation_buckets(records, data_cfg) -> tuple[np.ndarray, tuple]:
-  """Aspect-ratio buckets (lla.md §2.8) for training batches: (landscape (N,) bool per record, (pad size
+  """Aspect-ratio buckets (the grouping of cvpods cvpods/data/samplers/grouped_batch_sampler.py) for
+  training batches: (landscape (N,) bool per record, (pad size
   of the landscape bucket, of the portrait bucket)). A bucket's pad size is the largest resized size of
   its images over the whole split rounded up to data.size_divisibility (at most data.pad_size), so every
   process pads alike; at the CrowdHuman setting landscape batches are 896x1408 instead of 1408x1408."""
@@ -528,60 +299,49 @@ def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int
   """(iterator of Batch dicts, info) for `split` of data_cfg.name; batch_size images per process.
 
   Train: shuffled (files and a data.shuffle_buffer, seeded), repeated forever, random augmentation
-  (flip; CityPersons: the ALFNet augmentation, on the images with GT only), full batches; with
-  data.buckets (CrowdHuman, synthetic) each batch holds landscape or portrait images only, padded to
-  that bucket's size (orientation_buckets) instead of data.pad_size. Eval: in
-  index order, no augmentation, ceil(ceil(N / process_count) / batch_size) batches on every process,
+  (data.augment, None = the registry entry's default: 'flip' = resize + flip; 'alfnet' = the ALFNet
+  augmentation, on the images with GT only), full batches; with data.buckets ('flip' only) each batch
+  holds landscape or portrait images only, padded to that bucket's size (orientation_buckets) instead
+  of data.pad_size. Eval: in index order, no augmentation ('flip': resized; 'alfnet': the full image
+  padded to data.eval_size), ceil(ceil(N / process_count) / batch_size) batches on every process,
   the tail filled with image_id -1 images. This process reads its contiguous shard of the files
   (tfds.split_for_jax_process). Random draws come from stateless generators keyed by (seed, position
-  in the stream, process): the stream is reproducible. info: "num_images", "records", "gt_odgt" (CrowdHuman
-  format; None for CityPersons), "gt_json" (CityPersons evaluator format; None otherwise), "stats",
-  "max_boxes" (and "max_boxes_clipped" / "num_train_images").
+  in the stream, process): the stream is reproducible. info: "num_images", "records", "gt_odgt" (gt_format
+  'odgt'; else None), "gt_json" (gt_format 'citypersons_json'; else None), "stats", "max_boxes" (and
+  "max_boxes_clipped" / "num_train_images").
   """
-  tf = _tf()
-  import tensorflow_datasets as tfds
-  data_dir = data_pipelines.resolve_data_dir(data_cfg)
-  builder = builder_for(data_cfg, data_dir)
+  tf = image_files.tensorflow()
+  data_dir = settings.resolve_data_dir(data_cfg)
+  augment = registry.augment(data_cfg)
+  alfnet = augment == "alfnet"
+  builder = gt_export.builder_for(data_cfg, data_dir)
   if split not in builder.info.splits:
     raise ValueError(f"{builder.info.full_name} has splits {sorted(builder.info.splits)}, not {split!r}")
   where = f"{builder.info.full_name}/{split}"
-  city = data_cfg.name == "citypersons"
-  if city:
-    gt_path, records = citypersons_split_gt(builder, split, data_dir)
-    start, end = transforms.shard_range(len(records), process_index, process_count)
-    maxima = check_citypersons_split(records, data_cfg, train, where, (start, end))
-    info_gt = {"gt_odgt": None, "gt_json": gt_path}
-    pad_size = data_cfg.pad_size if train else citypersons_sizes(data_cfg)[1]
-    has_gt = np.asarray([r["has_gt"] for r in records], bool)
-    records = [{k: r[k] for k in ("ID", "width", "height", "index", "eval_image_id", "im_name")} for r in records]
-  else:
-    gt_path, lines = split_gt(builder, split, data_dir)
-    maxima = transforms.check_split(lines, data_cfg, where)
-    records = transforms.split_records(lines)
-    start, end = transforms.shard_range(len(records), process_index, process_count)
-    info_gt = {"gt_odgt": gt_path, "gt_json": None}
-    pad_size = data_cfg.pad_size
-  stats = transforms.PipelineStats(f"{where} (process {process_index}/{process_count})")
-  info = {"num_images": len(records), "records": records, **info_gt, "stats": stats, **maxima}
+  gt = gt_export.export_split(data_cfg.name, builder, split, data_dir)
+  records = gt.records
+  info, (start, end), pad_size = transforms.split_plan(gt, data_cfg, alfnet, train, where, process_index,
+                                                       process_count)
+  stats = info["stats"]
 
   subsplit = tfds.split_for_jax_process(split, process_index=process_index, process_count=process_count)
   read_config = tfds.ReadConfig(shuffle_seed=seed, enable_ordering_guard=False)
   ds = builder.as_dataset(split=subsplit, shuffle_files=train, read_config=read_config,
                           decoders={"image": tfds.decode.SkipDecoding()})
   parallel = data_cfg.num_parallel_calls
-  if train and not city and data_cfg.get("buckets", False):
+  if train and not alfnet and data_cfg.get("buckets", False):
     ds = _bucketed_train(tf, ds, data_cfg, records, batch_size, seed, process_index, process_count, (start, end),
                          where)
   elif train:
-    if city:  # ALFNet trains only on images with a pedestrian of height >= 50 (alfnet.md §12)
-      table = tf.constant(has_gt)
+    if alfnet:  # ALFNet trains only on images with GT (upstream generate_data.py skips the others)
+      table = tf.constant(gt.has_gt)
       ds = ds.filter(lambda ex: tf.gather(table, ex["image/index"]))
     ds = ds.shuffle(data_cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat().enumerate()
     # Draws keyed by (seed, position in this process's stream, process): reproducible, and independent
     # across processes (a single process keys by (seed, position)).
     key = lambda count: tf.stack([tf.constant(seed, tf.int64), count * process_count + process_index])
-    if city:
-      preprocess = make_citypersons_preprocess(tf, data_cfg, True)
+    if alfnet:
+      preprocess = make_alfnet_preprocess(tf, data_cfg, True)
       fn = lambda count, ex: preprocess(ex, tf.random.stateless_uniform([transforms.NUM_DRAWS], seed=key(count),
                                                                         dtype=tf.float64))
     else:
@@ -592,7 +352,7 @@ def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int
   else:
     num_batches = transforms.eval_num_batches(len(records), batch_size, process_count)
     filler = tf.data.Dataset.from_tensors(transforms.padding_example(data_cfg, pad_size))
-    preprocess = make_citypersons_preprocess(tf, data_cfg, False) if city else (
+    preprocess = make_alfnet_preprocess(tf, data_cfg, False) if alfnet else (
         lambda ex, pre=make_preprocess(tf, data_cfg): pre(ex, tf.constant(False)))
     ds = ds.map(preprocess, num_parallel_calls=parallel, deterministic=True)
     ds = ds.concatenate(filler.repeat(num_batches * batch_size - (end - start)))

@@ -1,9 +1,11 @@
 """TensorFlow-free data source: synthetic crowds rendered on the fly, the same Batch contract.
 
-Each image is rendered and JPEG round-tripped exactly as the TFDS builder stores it
-(synthetic.render_example), then goes through the numpy transforms (transforms.preprocess). Same
-sharding, eval padding and bookkeeping as the tf.data pipeline; the GT odgt of a split is rendered
-once into data_pipelines.cache_dir(data_dir, "synthetic_crowds_numpy", config, renderer version).
+Serves the data sets whose registry entry has numpy_source (synthetic crowds). Each image is rendered
+and JPEG round-tripped exactly as the TFDS builder stores it (synthetic.render_example), then goes
+through the numpy transforms of data.augment: 'flip' (transforms.preprocess) or 'alfnet'
+(transforms.preprocess_alfnet in training, transforms.preprocess_full in evaluation). Same sharding,
+eval padding and bookkeeping as the tf.data pipeline; the GT odgt of a split is rendered once into
+settings.cache_dir(data_dir, "synthetic_crowds_numpy", config, renderer version).
 Rendering runs in data.num_parallel_calls worker processes (-1: one per CPU), up to two batches ahead.
 """
 from __future__ import annotations
@@ -14,8 +16,9 @@ import os
 
 import numpy as np
 
-import data_pipelines
 from data_pipelines import records as records_lib
+from data_pipelines import registry
+from data_pipelines import settings
 from data_pipelines import synthetic
 from data_pipelines import transforms
 
@@ -31,9 +34,9 @@ def _workers(data_cfg) -> int:
 
 def split_gt(data_cfg, split: str) -> tuple[str, list[dict]]:
   """(path, lines) of the split's GT odgt, rendered once and cached."""
-  p = data_pipelines.synthetic_params(data_cfg)
-  n = data_pipelines.synthetic_split_size(p, split)
-  cache = data_pipelines.cache_dir(data_pipelines.resolve_data_dir(data_cfg), "synthetic_crowds_numpy",
+  p = settings.synthetic_params(data_cfg)
+  n = settings.synthetic_split_size(p, split)
+  cache = settings.cache_dir(settings.resolve_data_dir(data_cfg), "synthetic_crowds_numpy",
                                    _config_name(p), synthetic.RENDERER_VERSION)
   gt_path = os.path.join(cache, f"{split}_gt.odgt")
   if not os.path.exists(gt_path):
@@ -49,37 +52,46 @@ def split_gt(data_cfg, split: str) -> tuple[str, list[dict]]:
 
 def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int, process_index: int = 0,
                    process_count: int = 1):
-  """(iterator of Batch dicts, info), as input_pipeline.create_dataset, for data.name synthetic_crowds."""
-  if data_cfg.name != data_pipelines.SYNTHETIC:
-    raise ValueError(f"data.source 'numpy' renders only {data_pipelines.SYNTHETIC!r}; data set {data_cfg.name!r} "
+  """(iterator of Batch dicts, info), as input_pipeline.create_dataset, for a data set with numpy_source."""
+  served = [n for n in registry.names() if registry.get(n).numpy_source]
+  if data_cfg.name not in served:
+    registry.get(data_cfg.name)  # an unknown name: the error lists the registered ones
+    raise ValueError(f"data.source 'numpy' renders only {', '.join(map(repr, served))}; data set {data_cfg.name!r} "
                      "needs data.source 'tfds' (TensorFlow and a prepared TFDS data set)")
-  p = data_pipelines.synthetic_params(data_cfg)
+  alfnet = registry.augment(data_cfg) == "alfnet"
+  p = settings.synthetic_params(data_cfg)
   gt_path, lines = split_gt(data_cfg, split)
   where = f"synthetic_crowds/{_config_name(p)}/{split} (numpy)"
-  maxima = transforms.check_split(lines, data_cfg, where)
-  records = transforms.split_records(lines)
-  stats = transforms.PipelineStats(f"{where} (process {process_index}/{process_count})")
-  info = {"num_images": len(records), "records": records, "gt_odgt": gt_path, "gt_json": None, "stats": stats,
-          **maxima}
-  start, end = transforms.shard_range(len(records), process_index, process_count)
+  gt = records_lib.odgt_split(gt_path, lines)
+  records = gt.records
+  info, (start, end), pad_size = transforms.split_plan(gt, data_cfg, alfnet, train, where, process_index,
+                                                       process_count)
+  stats = info["stats"]
 
   def slots():
-    """The example stream: (index, flip) per image, None for an eval filler slot."""
+    """The example stream: (index, draws) per image (draws: the flip coin, or the NUM_DRAWS uniforms of
+    the ALFNet augmentation; None in evaluation), None for an eval filler slot."""
     if train:
-      flip_rng = np.random.default_rng([seed, process_index, 1])
+      rng = np.random.default_rng([seed, process_index, 1])
+      usable = np.arange(start, end)[gt.has_gt[start:end]] if alfnet else np.arange(start, end)
       for epoch in itertools.count():  # batches may straddle epochs, as with shuffle().repeat().batch()
-        for i in np.random.default_rng([seed, process_index, 0, epoch]).permutation(np.arange(start, end)):
-          yield int(i), bool(flip_rng.random() < data_cfg.flip_prob)
+        for i in np.random.default_rng([seed, process_index, 0, epoch]).permutation(usable):
+          yield int(i), (rng.random(transforms.NUM_DRAWS) if alfnet else bool(rng.random() < data_cfg.flip_prob))
     else:
-      yield from ((i, False) for i in range(start, end))
+      yield from ((i, None) for i in range(start, end))
       n_slots = transforms.eval_num_batches(len(records), batch_size, process_count) * batch_size
       yield from itertools.repeat(None, n_slots - (end - start))
 
   def example(slot, loaded):
     if slot is None:
-      return transforms.padding_example(data_cfg)
-    index, image, boxes, classes = loaded
-    return transforms.preprocess(image, boxes, classes, index, records[index]["ID"], data_cfg, slot[1])
+      return transforms.padding_example(data_cfg, pad_size)
+    (index, image, boxes, classes), draws = loaded, slot[1]
+    image_id = records[index]["ID"]
+    if alfnet and train:
+      return transforms.preprocess_alfnet(image, boxes, classes, index, image_id, data_cfg, draws)
+    if alfnet:
+      return transforms.preprocess_full(image, boxes, classes, index, image_id, data_cfg, pad_size)
+    return transforms.preprocess(image, boxes, classes, index, image_id, data_cfg, bool(draws))
 
   def batches():
     stream, jobs = itertools.tee(slots())

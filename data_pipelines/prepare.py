@@ -1,14 +1,20 @@
-"""Prepare CrowdHuman or CityPersons once, from the official files: build the TFDS data set, validate
-it, write the evaluation GT into the cache and print the statistics. The last line printed is one JSON
-object (images, boxes and ignore boxes per split, max_boxes, the GT files, warnings, all statistics).
+"""Prepare a data set once from the official files: build the TFDS data set, validate it, write the
+evaluation GT into the cache and print the statistics. The last line printed is one JSON object
+(images, boxes and ignore boxes per split, max_boxes, the GT files, warnings, all statistics).
 
   python -m data_pipelines.prepare crowdhuman --manual_dir DIR --data_dir OUT
   python -m data_pipelines.prepare citypersons --manual_dir DIR --data_dir OUT [--annotations auto|json|mat]
 
+The choices are the registered data sets (registry.py) whose builder needs manual files. The builder
+module of each provides what this command needs: find_layout(manual_dir, **options), SPLITS, OFFICIAL
+(per split, the statistics of the official release), DEFAULT_MAX_BOXES, EXAMPLE_CONFIG and
+BUILD_OPTIONS (the command-line options its builder takes).
+
 Options: --skip_corrupt leaves out (and counts) images that cannot be decoded instead of stopping;
---max_boxes N is the data.max_boxes the configs will use (default: that of configs/base.py for
-CrowdHuman, 500, and of configs/alfnet_*.py for CityPersons, 128): an image with more boxes stops
-with an error stating the value the statistics call for; --rebuild builds again over an existing build.
+--max_boxes N is the data.max_boxes the configs will use (default: the builder module's
+DEFAULT_MAX_BOXES, that of the configs that train on it: 500 for CrowdHuman, configs/base.py, 128 for
+CityPersons, configs/alfnet_*.py): an image with more boxes stops with an error stating the value the
+statistics call for; --rebuild builds again over an existing build.
 Afterwards training needs no further step:
   python main.py --config=configs/lla_r50.py --workdir=W --config.data.data_dir=OUT
 """
@@ -20,36 +26,37 @@ import logging
 import os
 import sys
 
-NAMES = ("crowdhuman", "citypersons")
-DEFAULT_MAX_BOXES = {"crowdhuman": 500, "citypersons": 128}  # data.max_boxes of configs/base.py, configs/alfnet_*.py
+import tensorflow_datasets as tfds
+
+from data_pipelines import gt_export
+from data_pipelines import images
+from data_pipelines import registry
+
+
+def prepared_names() -> tuple[str, ...]:
+  """The registered data sets prepared from manual files (their builder declares
+  MANUAL_DOWNLOAD_INSTRUCTIONS); the others are built on first use."""
+  return tuple(n for n in registry.names() if registry.builder_class(n).MANUAL_DOWNLOAD_INSTRUCTIONS)
 
 
 def _module(name: str):
-  if name == "crowdhuman":
-    from data_pipelines import crowdhuman
-    return crowdhuman
-  if name == "citypersons":
-    from data_pipelines import citypersons
-    return citypersons
-  raise ValueError(f"data set must be one of {NAMES}, got {name!r}")
+  """The builder module of a prepared data set (see the module doc for what it provides)."""
+  if name not in prepared_names():
+    raise ValueError(f"data set must be one of {prepared_names()}, got {name!r}")
+  return sys.modules[registry.builder_class(name).__module__]
 
 
-def build(name: str, manual_dir: str, data_dir: str, skip_corrupt: bool = False, annotations: str = "auto",
-          rebuild: bool = False):
+def build(name: str, manual_dir: str, data_dir: str, skip_corrupt: bool = False, rebuild: bool = False, **options):
   """Build `name` from manual_dir into data_dir/name (streaming; see the builder modules); an existing
-  build is reused unless `rebuild`. The layout is checked first (errors print the expected layout).
-  Returns the builder."""
-  import tensorflow_datasets as tfds
-  from data_pipelines import input_pipeline
-  input_pipeline._tf()  # keep TensorFlow off the accelerators before anything runs
+  build is reused unless `rebuild`. `options` are the builder's BUILD_OPTIONS (CityPersons:
+  annotations). The layout is checked first (errors print the expected layout). Returns the builder."""
+  images.tensorflow()  # keep TensorFlow off the accelerators before anything runs
   module = _module(name)
-  kwargs = {"annotations": annotations} if name == "citypersons" else {}
-  if name == "citypersons":
-    module.find_layout(manual_dir, annotations)
-  else:
-    module.find_layout(manual_dir)
-  cls = module.Crowdhuman if name == "crowdhuman" else module.Citypersons
-  builder = cls(data_dir=data_dir, skip_corrupt=skip_corrupt, **kwargs)
+  unknown = sorted(set(options) - set(module.BUILD_OPTIONS))
+  if unknown:
+    raise ValueError(f"{name} takes the build options {list(module.BUILD_OPTIONS)}, not {unknown}")
+  module.find_layout(manual_dir, **options)
+  builder = registry.builder_class(name)(data_dir=data_dir, skip_corrupt=skip_corrupt, **options)
   if builder.is_prepared() and not rebuild:
     print(f"{name}: already prepared in {builder.data_dir}; reusing it (pass --rebuild to build again)", flush=True)
   mode = tfds.download.GenerateMode.FORCE_REDOWNLOAD if rebuild else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
@@ -71,11 +78,11 @@ def format_statistics(name: str, stats: dict) -> str:
 
 
 def validate(name: str, data_dir: str) -> dict:
-  """Read the prepared data back the way training does (input_pipeline.prepared_builder), write the
-  evaluation GT of each split into the cache and check counts against the statistics. Returns the
-  summary (the JSON of the last line)."""
-  from data_pipelines import input_pipeline
-  builder = input_pipeline.prepared_builder(name, data_dir)
+  """Read the prepared data back the way training does (gt_export.prepared_builder), write the
+  evaluation GT of each split into the cache (gt_export.export_split) and check counts against the
+  statistics and the official release (the builder module's OFFICIAL). Returns the summary (the JSON of
+  the last line)."""
+  builder = gt_export.prepared_builder(name, data_dir)
   stats = dict(builder.info.metadata.get("statistics", {}))
   module = _module(name)
   if sorted(stats) != sorted(module.SPLITS):
@@ -87,20 +94,11 @@ def validate(name: str, data_dir: str) -> dict:
   worst = None  # (count, ID, split) of the image with the most boxes
   for split in module.SPLITS:
     st = stats[split]
-    if name == "crowdhuman":
-      gt_path, lines = input_pipeline.split_gt(builder, split, data_dir)
-      n = len(lines)
-      official = module.OFFICIAL_IMAGES[split]
-      if split == "val" and st["images_without_boxes"]:
-        summary["warnings"].append(f"val: {st['images_without_boxes']} images without boxes")
-      if n != official:
-        summary["warnings"].append(f"{split}: {n} images, the official release has {official}")
-    else:
-      gt_path, records = input_pipeline.citypersons_split_gt(builder, split, data_dir)
-      n = len(records)
-      for key, value in module.OFFICIAL[split].items():
-        if st[key] != value:
-          summary["warnings"].append(f"{split}: {key} = {st[key]}, the official files give {value}")
+    gt = gt_export.export_split(name, builder, split, data_dir)
+    n = len(gt.records)
+    for key, value in module.OFFICIAL[split].items():
+      if st[key] != value:
+        summary["warnings"].append(f"{split}: {key} = {st[key]}, the official files give {value}")
     if n != st["images"] or n != builder.info.splits[split].num_examples:
       raise ValueError(f"{builder.data_dir}/{split}: {n} examples read back, {builder.info.splits[split].num_examples} "
                        f"written, statistics say {st['images']}; rebuild with --rebuild")
@@ -108,7 +106,7 @@ def validate(name: str, data_dir: str) -> dict:
       summary["warnings"].append(f"{split}: {st['corrupt_skipped']} corrupt images skipped: {st['corrupt_ids']}")
     summary["images"][split], summary["boxes"][split], summary["ignore"][split] = n, st["boxes"], st["ignore"]
     summary["max_boxes_per_split"][split], summary["mean_boxes"][split] = st["max_boxes"], st["mean_boxes"]
-    summary["gt"][split] = gt_path
+    summary["gt"][split] = gt.path
     if worst is None or st["max_boxes"] > worst[0]:
       worst = (st["max_boxes"], st["max_boxes_id"], split)
   summary["max_boxes"], summary["max_boxes_image"] = worst[0], {"ID": worst[1], "split": worst[2]}
@@ -129,17 +127,22 @@ def max_boxes_error(summary: dict, max_boxes: int) -> ValueError | None:
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(prog="python -m data_pipelines.prepare", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("dataset", choices=NAMES)
+  parser.add_argument("dataset", choices=prepared_names())
   parser.add_argument("--manual_dir", required=True, help="folder with the unpacked official files")
   parser.add_argument("--data_dir", required=True, help="TFDS data_dir to build into (config data.data_dir)")
   parser.add_argument("--skip_corrupt", action="store_true", help="skip and count images that cannot be decoded")
   parser.add_argument("--max_boxes", type=int, default=None, help="data.max_boxes of the configs to be used")
-  parser.add_argument("--annotations", choices=("auto", "json", "mat"), default="auto",
-                      help="CityPersons box source: gtBboxCityPersons JSON or the toolbox .mat files")
+  parser.add_argument("--annotations", choices=("auto", "json", "mat"), default=None,
+                      help="CityPersons box source: gtBboxCityPersons JSON or the toolbox .mat files (default auto)")
   parser.add_argument("--rebuild", action="store_true", help="build again even if data_dir holds a build")
   args = parser.parse_args(argv)
-  max_boxes = args.max_boxes if args.max_boxes is not None else DEFAULT_MAX_BOXES[args.dataset]
-  build(args.dataset, args.manual_dir, args.data_dir, args.skip_corrupt, args.annotations, args.rebuild)
+  module = _module(args.dataset)
+  given = {k: getattr(args, k) for k in ("annotations",) if getattr(args, k) is not None}
+  unknown = sorted(set(given) - set(module.BUILD_OPTIONS))
+  if unknown:
+    parser.error(f"{args.dataset} takes no {', '.join('--' + k for k in unknown)}")
+  max_boxes = args.max_boxes if args.max_boxes is not None else module.DEFAULT_MAX_BOXES
+  build(args.dataset, args.manual_dir, args.data_dir, args.skip_corrupt, args.rebuild, **given)
   summary = validate(args.dataset, args.data_dir)
   print(format_statistics(args.dataset, summary["statistics"]))
   error = max_boxes_error(summary, max_boxes)
@@ -149,8 +152,8 @@ def main(argv=None) -> dict:
     print(f"WARNING: {w}")
   for split, path in summary["gt"].items():
     print(f"evaluation GT of {split}: {path}")
-  print(f"train with: python main.py --config=configs/{'lla_r50' if args.dataset == 'crowdhuman' else 'alfnet_r50_2s'}"
-        f".py --workdir=W --config.data.data_dir={os.path.abspath(args.data_dir)}")
+  print(f"train with: python main.py --config=configs/{module.EXAMPLE_CONFIG}.py --workdir=W "
+        f"--config.data.data_dir={os.path.abspath(args.data_dir)}")
   print(json.dumps(summary, sort_keys=True), flush=True)
   return summary
 

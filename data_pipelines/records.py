@@ -1,4 +1,4 @@
-"""CrowdHuman-format ground truth (odgt: one JSON object per line, datasets.md §1.2), no TensorFlow.
+"""CrowdHuman-format ground truth (odgt: one JSON object per line, as released on crowdhuman.org), no TensorFlow.
 
 A GT line is {"ID": str, "gtboxes": [{"tag", "fbox", "vbox", "hbox", "extra": {"ignore", "box_id"},
 "head_attr": {}}]} with boxes [x, y, w, h] in original-image pixels (no +1). Lines written here also
@@ -7,6 +7,7 @@ finds, so an extra, correct size is harmless).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -121,8 +122,8 @@ def read_odgt(path: str) -> list[dict]:
 
 
 def gt_arrays(record: dict, where: str = "") -> dict:
-  """Boxes of one GT line for training (lla.md §2.1): {"fbox", "vbox", "hbox": float32 (N, 4) xyxy
-  (x2 = x + w, no +1), "ignore": (N,) bool, "tag": list of str}.
+  """Boxes of one GT line for training (cvpods cvpods/data/datasets/crowdhuman.py): {"fbox", "vbox",
+  "hbox": float32 (N, 4) xyxy (x2 = x + w, no +1), "ignore": (N,) bool, "tag": list of str}.
 
   ignore = `extra.ignore` present and nonzero (the training rule). A box whose tag is not "person" must
   carry extra.ignore = 1 so that training and evaluation agree; otherwise this raises, naming the box.
@@ -144,3 +145,41 @@ def gt_arrays(record: dict, where: str = "") -> dict:
                        "treat it as a person while evaluation ignores it")
   out["ignore"], out["tag"] = ignore, tags
   return out
+
+
+def split_records(lines) -> list[dict]:
+  """The record list of a split from its GT lines (line i = image_id i): [{"ID", "width", "height", "index"}]."""
+  return [{"ID": line["ID"], "width": int(line["width"]), "height": int(line["height"]), "index": i}
+          for i, line in enumerate(lines)]
+
+
+@dataclasses.dataclass
+class SplitGT:
+  """What the pipelines need of a split's evaluation GT, whatever its format (gt_export.py).
+
+  path       the evaluation GT file; the info key `info_key` ("gt_odgt" or "gt_json") names it
+  records    [{"ID", "width", "height", "index", ...}] in image_id order (the info "records")
+  num_boxes  (N,) int boxes per image as stored, ignore regions included
+  has_gt     (N,) bool the image holds a box that is not an ignore region (CityPersons: a pedestrian of
+             clipped height >= 50, before the ignore-coverage move); ALFNet trains only on these images
+  lines      the odgt lines (boxes per image) where the format has them, else None
+  """
+  path: str
+  info_key: str
+  records: list
+  num_boxes: np.ndarray
+  has_gt: np.ndarray
+  lines: list | None = None
+
+  def info(self) -> dict:
+    """{"gt_odgt": path or None, "gt_json": path or None} for the pipeline's info dict."""
+    return {key: self.path if key == self.info_key else None for key in ("gt_odgt", "gt_json")}
+
+
+def odgt_split(path: str, lines: list[dict]) -> SplitGT:
+  """The SplitGT of an odgt GT file and its lines (with width/height); has_gt = some box without
+  extra.ignore (the training rule of `gt_arrays`)."""
+  return SplitGT(path, "gt_odgt", split_records(lines), np.array([len(line["gtboxes"]) for line in lines], np.int64),
+                 np.array([any(not b.get("extra", {}).get("ignore", 0) for b in line["gtboxes"]) for line in lines],
+                          bool), lines)
+

@@ -5,7 +5,7 @@ road with perspective markings, poles, clutter, sensor noise) seen by a camera w
 a random height; people stand on the ground plane, so feet lower in the image means a nearer and
 taller person (perspective). People come in clusters that overlap heavily, parked cars, bins and
 bushes hide lower bodies, and the image border cuts people off, which makes crowded, occluded scenes
-in the spirit of CrowdHuman (datasets.md §1).
+in the spirit of CrowdHuman (Shao et al., arXiv 1805.00123).
 
 Every annotated entity has three boxes in the CrowdHuman convention, float32 [x, y, w, h], pixel
 edges, no +1 (a mask covering columns c0..c1 gives x = c0, w = c1 + 1 - c0):

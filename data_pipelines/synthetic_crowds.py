@@ -21,6 +21,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_pipelines import settings
 from data_pipelines import synthetic
 
 # Rendering runs in worker processes above this many images (process start-up costs about a second).
@@ -80,6 +81,12 @@ class SyntheticCrowds(tfds.core.GeneratorBasedBuilder):
   # Nothing is downloaded, so there is no checksums file to locate next to the code; locating it would
   # also need the optional `importlib_resources` package, which tfds imports lazily and does not require.
   code_path = None
+
+  @classmethod
+  def from_data_config(cls, data_cfg, data_dir: str) -> "SyntheticCrowds":
+    """The builder of the sizes data_cfg asks for (settings.synthetic_params), built into data_dir on
+    first use."""
+    return prepare(**settings.synthetic_params(data_cfg), data_dir=data_dir)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

@@ -1,5 +1,6 @@
 """Numpy image and box transforms of the input pipelines, shared by both data sources: the CrowdHuman
-recipe (lla.md §2) and, at the end, the ALFNet augmentation for CityPersons (alfnet.md §10).
+recipe (cvpods cvpods/data/transforms/transform_gen.py) and, at the end, the ALFNet augmentation
+(liuwei16/ALFNet keras_alfnet/data_augment.py).
 
 The tf.data pipeline (input_pipeline.py) restates the same steps in TensorFlow ops; the numpy source
 (numpy_source.py) calls these functions directly; tests hold the two against each other. Boxes are
@@ -24,8 +25,9 @@ EXTRA_KEYS = ("num_boxes", "num_dropped")
 
 
 def resized_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int, float]:
-  """ResizeShortestEdge (lla.md §2.3): scale = min_size / short side, capped so the long side is at most
-  max_size; new size int(h * scale + 0.5), int(w * scale + 0.5). Returns (new_h, new_w, scale)."""
+  """ResizeShortestEdge (cvpods cvpods/data/transforms/transform_gen.py): scale = min_size / short side,
+  capped so the long side is at most max_size; new size int(h * scale + 0.5), int(w * scale + 0.5).
+  Returns (new_h, new_w, scale)."""
   scale = min_size / min(height, width)
   if max(height, width) * scale > max_size:
     scale = max_size / max(height, width)
@@ -160,16 +162,10 @@ def shard_range(num_images: int, process_index: int, process_count: int) -> tupl
   return start, start + per + (process_index < extra)
 
 
-def split_records(lines) -> list[dict]:
-  """The record list of a split from its GT lines (line i = image_id i): [{"ID", "width", "height", "index"}]."""
-  return [{"ID": line["ID"], "width": int(line["width"]), "height": int(line["height"]), "index": i}
-          for i, line in enumerate(lines)]
-
-
 def check_split(lines, data_cfg, where: str) -> dict:
   """Fail before training, naming the image, if any image of the split would not fit data.pad_size
   after resizing or would keep more than data.max_boxes boxes after clipping (the error states the
-  value the whole split calls for); log the box maxima (datasets.md §5.3). Lines are GT odgt dicts
+  value the whole split calls for); log the box maxima. Lines are GT odgt dicts
   with "width"/"height". Returns the maxima."""
   max_raw = max_kept = 0
   over = None  # (ID, boxes kept) of the first image over data.max_boxes
@@ -209,6 +205,69 @@ class PipelineStats:
                  self.name, self.images, self.batches, self.dropped_boxes)
 
 
+def check_flip_split(gt: records_lib.SplitGT, data_cfg, where: str) -> dict:
+  """data.augment 'flip': `check_split` on the split's odgt lines (it needs the boxes of every image);
+  a GT format without them is an error naming the choice that works."""
+  if gt.lines is None:
+    raise ValueError(f"{where}: data.augment 'flip' needs the boxes of every image in the split GT (an odgt "
+                     f"file); data set {data_cfg.name!r} exports its GT as {gt.info_key}: use data.augment='alfnet'")
+  return check_split(gt.lines, data_cfg, where)
+
+
+def alfnet_sizes(data_cfg) -> tuple[tuple[int, int], tuple[int, int]]:
+  """(train_size, eval_size) of data.augment 'alfnet' (data.train_size / data.eval_size, set by the
+  ALFNet configs); an error naming the fields when they are missing or do not fit data.pad_size."""
+  sizes = []
+  for key in ("train_size", "eval_size"):
+    v = data_cfg.get(key)
+    if v is None or len(v) != 2:
+      raise ValueError(f"data.augment 'alfnet' (data set {data_cfg.name!r}) needs data.{key} = (H, W) "
+                       f"(configs/alfnet_*.py set train_size (640, 1280) and eval_size (1024, 2048)); got {v!r}")
+    sizes.append(tuple(int(x) for x in v))
+  if sizes[0][0] > data_cfg.pad_size[0] or sizes[0][1] > data_cfg.pad_size[1]:
+    raise ValueError(f"data.train_size {sizes[0]} exceeds data.pad_size {tuple(data_cfg.pad_size)}")
+  return sizes[0], sizes[1]
+
+
+def check_alfnet_split(gt: records_lib.SplitGT, data_cfg, train: bool, where: str, shard: tuple[int, int]) -> dict:
+  """data.augment 'alfnet': fail before training, naming the image, when an image has more boxes than
+  data.max_boxes (the error states the split maximum) or (eval) does not fit data.eval_size, or (train)
+  this process's shard holds no image ALFNet trains on (one with GT). Returns {"max_boxes",
+  "num_train_images"}."""
+  _, eval_size = alfnet_sizes(data_cfg)
+  needed = int(gt.num_boxes.max(initial=0))
+  for r, n in zip(gt.records, gt.num_boxes):
+    if n > data_cfg.max_boxes:
+      raise too_many_boxes_error(r["ID"], int(n), data_cfg.max_boxes, needed, where)
+    if not train and (r["height"] > eval_size[0] or r["width"] > eval_size[1]):
+      raise pad_size_error(r["ID"], r["height"], r["width"], eval_size)
+  usable = int(gt.has_gt.sum())
+  if train and not gt.has_gt[shard[0]:shard[1]].any():
+    raise ValueError(f"{where}: images {shard[0]}..{shard[1] - 1} of this process hold no GT box (ALFNet trains "
+                     "only on images with one; CityPersons: a pedestrian of height >= 50); use fewer processes "
+                     "or more data")
+  logging.info("%s: %d images (%d with GT, used for training), at most %d boxes per image (data.max_boxes = %d)",
+               where, len(gt.records), usable, needed, data_cfg.max_boxes)
+  return {"max_boxes": needed, "num_train_images": usable}
+
+
+def split_plan(gt: records_lib.SplitGT, data_cfg, alfnet: bool, train: bool, where: str, process_index: int,
+               process_count: int) -> tuple[dict, tuple[int, int], tuple[int, int]]:
+  """What both sources do with a split before any step runs: check it for the augmentation (`alfnet` or
+  'flip'), find this process's shard and the batches' pad size. Returns (info dict of create_dataset,
+  (start, end) of the shard, pad size (H, W): data.pad_size, or data.eval_size in 'alfnet' evaluation)."""
+  start, end = shard_range(len(gt.records), process_index, process_count)
+  if alfnet:
+    maxima = check_alfnet_split(gt, data_cfg, train, where, (start, end))
+    pad_size = data_cfg.pad_size if train else alfnet_sizes(data_cfg)[1]
+  else:
+    maxima = check_flip_split(gt, data_cfg, where)
+    pad_size = data_cfg.pad_size
+  stats = PipelineStats(f"{where} (process {process_index}/{process_count})")
+  info = {"num_images": len(gt.records), "records": gt.records, **gt.info(), "stats": stats, **maxima}
+  return info, (start, end), tuple(pad_size)
+
+
 def finish_batch(batch: dict, max_boxes: int, records: list, stats: PipelineStats, log_every: int = 1000) -> dict:
   """Check and strip the bookkeeping fields of a raw batch; return the Batch (lla_jax/types.py keys).
 
@@ -228,7 +287,7 @@ def finish_batch(batch: dict, max_boxes: int, records: list, stats: PipelineStat
 
 
 # ---------------------------------------------------------------------------------------------------
-# ALFNet augmentation for CityPersons training (alfnet.md §10). Boxes are integer pixel coordinates
+# ALFNet augmentation (liuwei16/ALFNet keras_alfnet/data_augment.py). Boxes are integer pixel coordinates
 # (x2 = x1 + w, the +1 convention of ALFNet); classes 0 = GT, -1 = ignore region. The random numbers
 # come in as NUM_DRAWS uniforms in [0, 1) so that the tf.data version (input_pipeline.py) and this one
 # can be fed the same draws.
@@ -286,7 +345,7 @@ def crop_boxes(boxes: np.ndarray, x0: int, y0: int, crop_h: int, crop_w: int) ->
 
 
 def box_area(boxes: np.ndarray) -> np.ndarray:
-  """(x2 - x1) * (y2 - y1), no +1 (the crop keep rules of alfnet.md §10 use it so)."""
+  """(x2 - x1) * (y2 - y1), no +1 (the crop keep rules of keras_alfnet/data_augment.py use it so)."""
   return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
@@ -310,7 +369,7 @@ def resize_bilinear(image: np.ndarray, new_h: int, new_w: int) -> np.ndarray:
 
 def alfnet_augment(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, u, train_size,
                    flip_prob: float) -> dict:
-  """ALFNet training augmentation of one image (alfnet.md §10), in this order: brightness (p 0.5),
+  """ALFNet training augmentation of one image (keras_alfnet/data_augment.py), in this order: brightness (p 0.5),
   horizontal flip (p flip_prob; x1' = W - x2, x2' = W - x1), random scale-crop around a person with
   the crop keep rules, resize to train_size with boxes divided by crop_h / train_h and truncated to
   int and the size keep rules. Boxes that are not finite are dropped first, boxes with no area last
@@ -374,3 +433,18 @@ def preprocess_alfnet(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
           "scale": np.float32(th / aug["crop"][2]), "gt_boxes": gt_boxes, "gt_classes": gt_classes,
           "gt_valid": gt_valid, "image_id": np.int32(index), "num_boxes": np.int32(len(aug["boxes"])),
           "num_dropped": np.int32(aug["dropped"])}
+
+
+def preprocess_full(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, index: int, image_id: str,
+                    data_cfg, pad_size) -> dict:
+  """Evaluation under data.augment 'alfnet': the full image, not resized, boxes clipped to it (pictures
+  only; evaluation reads the GT file), normalised and padded to pad_size (data.eval_size): one example
+  with the fields of `preprocess` (image_size = orig_size = (h, w), scale 1)."""
+  h, w = image.shape[:2]
+  boxes, classes, dropped = clip_and_drop(np.asarray(boxes, np.float32).reshape(-1, 4),
+                                          np.asarray(classes, np.int32).reshape(-1), h, w)
+  img = pad_image(normalize_image(image, data_cfg.pixel_mean, data_cfg.pixel_std, data_cfg.bgr), pad_size, image_id)
+  gt_boxes, gt_classes, gt_valid = pad_boxes(boxes, classes, data_cfg.max_boxes, image_id)
+  return {"image": img, "image_size": np.array([h, w], np.int32), "orig_size": np.array([h, w], np.int32),
+          "scale": np.float32(1.0), "gt_boxes": gt_boxes, "gt_classes": gt_classes, "gt_valid": gt_valid,
+          "image_id": np.int32(index), "num_boxes": np.int32(len(boxes)), "num_dropped": np.int32(dropped)}

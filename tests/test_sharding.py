@@ -78,7 +78,8 @@ def test_shard_batch_and_place():
 
 
 # ---------------------------------------------------------------------------------------------------
-# Loss normalisation over the global batch (lla.md §7.4, Q5).
+# Loss normalisation over the global batch (the num_fg normalisation of
+# Megvii-BaseDetection/LLA playground/detection/crowdhuman/lla.res50.fpn.crowdhuman.800size.30k/fcos.py).
 
 
 def _focal_np(x, t, alpha=0.25, gamma=2.0):

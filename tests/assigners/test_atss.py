@@ -1,4 +1,4 @@
-"""ATSS assigner (lla.md §12.2) against the numpy reference and the spec's threshold example."""
+"""ATSS assigner (Zhang et al. 2020) against the numpy reference and a hand-worked threshold example."""
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -8,7 +8,7 @@ import pytest
 from lla_jax.assigners import atss
 from lla_jax.priors import fpn_points
 from tests.assigners import as_dict, assert_same, run, run_batch
-from tests.assigners import numpy_reference as ref
+from tests.reference import assigners as ref
 
 H, W = 256, 320
 POINTS = fpn_points(H, W)  # 1706 points; P7 has only 6 (< 9 candidates on that level for every GT)

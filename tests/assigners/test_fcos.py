@@ -1,4 +1,4 @@
-"""FCOS assigner (lla.md §11.3) against the numpy reference and the spec's worked example."""
+"""FCOS assigner (Tian et al. 2019) against the numpy reference and a hand-worked example."""
 import ml_collections
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import pytest
 from lla_jax.assigners import fcos
 from lla_jax.priors import fpn_points
 from tests.assigners import as_dict, assert_same, run, run_batch
-from tests.assigners import numpy_reference as ref
+from tests.reference import assigners as ref
 
 H, W = 256, 320
 POINTS = fpn_points(H, W)  # 1706 points; P7 has only 6
@@ -18,7 +18,7 @@ def reference(gt_boxes, gt_classes, gt_valid, points=POINTS, **kw):
 
 def test_worked_example():
   """GT (0, 0, 100, 200): P3 point (40, 96) is in the centre box but m = 104 > 64; P4 point (48, 96) is
-  positive with centerness 0.923077 (lla.md §11.3, §11.4)."""
+  positive with centerness 0.923077 (worked by hand)."""
   pts = fpn_points(256, 256)
   t = run(fcos.assign, pts, np.array([[0, 0, 100, 200]], np.float32), np.array([0]), np.array([True]))
   at = lambda x, y, s: int(np.flatnonzero((pts.xy[:, 0] == x) & (pts.xy[:, 1] == y) & (pts.strides == s))[0])

@@ -8,11 +8,11 @@ import pytest
 
 from lla_jax import priors
 from lla_jax.assigners import assign_batch, lla
-from tests.assigners.lla_reference import assign_np
+from tests.reference.lla import assign_np
 
 
 def test_cost_entry_worked_example():
-  # lla.md §10.1: point (16, 16), GT (0, 0, 40, 80), exact prediction, logit 0 -> 0.25 * 0.25 * ln 2.
+  # By hand: point (16, 16), GT (0, 0, 40, 80), exact prediction, logit 0 -> 0.25 * 0.25 * ln 2.
   pts = jnp.array([[16.0, 16.0], [48.0, 16.0]])
   logits = jnp.zeros((2, 1))
   ltrb = jnp.array([[16.0, 16.0, 24.0, 64.0], [16.0, 16.0, 24.0, 64.0]])
@@ -27,7 +27,7 @@ def test_cost_entry_worked_example():
 
 
 def test_reg_cost_clamp():
-  # lla.md §10.3: IoU 0 -> reg cost 15.942385, x 1.5 = 23.913578 (plus the focal cost at logit 0).
+  # By hand: IoU 0 -> reg cost 15.942385, x 1.5 = 23.913578 (plus the focal cost at logit 0).
   cost, _ = lla.cost_matrix(jnp.array([[16.0, 16.0]]), jnp.zeros((1, 1)), jnp.zeros((1, 4)),
                                jnp.array([[0.0, 0, 40, 80]]), jnp.array([0]), jnp.array([True]))
   assert float(cost[0, 0]) - 0.25 * 0.25 * math.log(2) == pytest.approx(23.913578, abs=1e-4)

@@ -1,4 +1,5 @@
-"""Tiny CrowdHuman and CityPersons trees in the official formats (datasets.md §1-§2), drawn here.
+"""Tiny CrowdHuman and CityPersons trees in the official formats (crowdhuman.org odgt; Cityscapes
+gtBboxCityPersons json and the CityPersons toolbox .mat), drawn here.
 
 No dataset content: a few small drawn JPEG / PNG pictures with hand-written annotations that cover the
 cases the builders and pipelines must handle (tag "mask" boxes, boxes past the border, a box with no

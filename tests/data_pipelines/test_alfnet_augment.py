@@ -1,4 +1,5 @@
-"""ALFNet augmentation (alfnet.md §10): numpy against hand-worked numbers, TensorFlow against numpy."""
+"""ALFNet augmentation (liuwei16/ALFNet keras_alfnet/data_augment.py): numpy against hand-worked numbers,
+TensorFlow against numpy."""
 import colorsys
 
 import numpy as np

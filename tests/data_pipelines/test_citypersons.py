@@ -14,7 +14,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
 
 import data_pipelines  # noqa: E402
 from configs import alfnet_r50_2s  # noqa: E402
-from data_pipelines import citypersons, input_pipeline, prepare, transforms  # noqa: E402
+from data_pipelines import citypersons, gt_export, input_pipeline, prepare, transforms  # noqa: E402
 from lla_jax.evaluation import citypersons as cp_eval  # noqa: E402
 
 from . import fixtures  # noqa: E402
@@ -39,7 +39,7 @@ def built(tmp_path_factory):
 
 
 def examples(data_dir, split):
-  builder = input_pipeline.prepared_builder("citypersons", str(data_dir))
+  builder = gt_export.prepared_builder("citypersons", str(data_dir))
   ds = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
   return sorted(ds.as_numpy_iterator(), key=lambda e: e["image/index"])
 
@@ -83,7 +83,7 @@ def test_examples_and_training_rule(built):
   assert first["label"].tolist() == [1, 1, 2, 0, 1, 5] and first["instance_id"][0] == 24000
   np.testing.assert_array_equal(first["fbox"][4], [-10, 50, 20, 130])      # raw, x2 = x + w
   np.testing.assert_array_equal(first["vbox"][0], [22, 30, 42, 80])
-  # alfnet.md §12 by hand: x1 = max(int(x), 0), w = min(w, 256 - x1 - 1), h = min(h, 128 - y1 - 1).
+  # ALFNet generate_data.py by hand: x1 = max(int(x), 0), w = min(w, 256 - x1 - 1), h = min(h, 128 - y1 - 1).
   np.testing.assert_array_equal(first["train_box"], [[20, 30, 45, 90], [100, 40, 112, 70], [150, 20, 178, 90],
                                                      [200, 10, 240, 50], [0, 50, 30, 127], [60, 20, 90, 60]])
   assert first["ignore"].tolist() == [False, True, True, True, False, True]   # short pedestrian, rider, region, group
@@ -240,5 +240,16 @@ def test_max_boxes_error_states_the_needed_value(built):
   with pytest.raises(ValueError, match=r"image aachen_000000_000019 has 6 boxes .*more than data.max_boxes = 5; the "
                                        r"statistics of citypersons/1.0.0/train call for data.max_boxes >= 6"):
     data_pipelines.create_dataset(make_cfg(root / "json", max_boxes=5), "train", 2, True, 0)
-  with pytest.raises(ValueError, match=r"data.name 'citypersons' needs data.train_size"):
+  with pytest.raises(ValueError, match=r"data.augment 'alfnet' \(data set 'citypersons'\) needs data.train_size"):
     data_pipelines.create_dataset(make_cfg(root / "json", train_size=None), "train", 2, True, 0)
+
+
+def test_flip_augment_needs_per_image_boxes(built):
+  """data.augment 'flip' checks every image's resized boxes against data.max_boxes, which the CityPersons
+  json export does not carry: a clear error naming the choice that works."""
+  root, _ = built
+  c = make_cfg(root / "json")
+  c.augment = "flip"
+  with pytest.raises(ValueError, match=r"data.augment 'flip' needs the boxes of every image .* use "
+                                       r"data.augment='alfnet'"):
+    data_pipelines.create_dataset(c, "val", 2, False, 0)

@@ -12,7 +12,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
 
 import data_pipelines  # noqa: E402
 from configs import base  # noqa: E402
-from data_pipelines import input_pipeline, prepare  # noqa: E402
+from data_pipelines import gt_export, input_pipeline, prepare  # noqa: E402
 
 from . import fixtures  # noqa: E402
 
@@ -53,7 +53,7 @@ def test_prepare_summary(built, capsys):
   assert (tr["no_area_boxes"], tr["boxes_past_border"], tr["images_only_ignore"], tr["images_without_boxes"],
           tr["person"], tr["mean_boxes"]) == (1, 2, 1, 1, 4, 1.75)
   assert summary["statistics"]["val"]["boxes_past_border"] == 1
-  assert any("official release has 15000" in w for w in summary["warnings"])
+  assert any("images = 4, the official files give 15000" in w for w in summary["warnings"])
   for split in ("train", "val"):
     assert summary["gt"][split] == os.path.join(str(root / "out"), "lla_cache", "crowdhuman", "1.0.0",
                                                 f"{split}_gt.odgt")
@@ -61,7 +61,7 @@ def test_prepare_summary(built, capsys):
 
 def test_examples_keep_bytes_boxes_and_attributes(built):
   root, _ = built
-  builder = input_pipeline.prepared_builder("crowdhuman", str(root / "out"))
+  builder = gt_export.prepared_builder("crowdhuman", str(root / "out"))
   assert builder.info.metadata["statistics"]["val"]["images"] == 2     # statistics live in the metadata
   ds = builder.as_dataset(split="train", decoders={"image": tfds.decode.SkipDecoding()})
   exs = sorted(ds.as_numpy_iterator(), key=lambda e: e["image/index"])

@@ -235,3 +235,69 @@ def test_non_finite_boxes_are_dropped_and_counted_in_both_sources():
     assert got["num_boxes"] == 1 and got["num_dropped"] == 3 and np.isfinite(got["gt_boxes"]).all()
     for k in ("gt_boxes", "gt_classes", "gt_valid"):
       np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+# ---------------------------------------------------------------------------------------------------
+# data.augment: 'alfnet' on a data set whose default is 'flip'.
+
+
+def alfnet_cfg(data_dir, **kw):
+  return make_cfg(data_dir, augment="alfnet", train_size=(96, 128), eval_size=(H, W), **kw)
+
+
+def test_alfnet_augment_eval_both_sources_agree(data_dir):
+  """Evaluation under 'alfnet' is the full image, not resized, padded to data.eval_size: the tf.data and
+  numpy sources give the same pixels and boxes, and the boxes are the rendered full boxes clipped."""
+  cfg = alfnet_cfg(data_dir)
+  tf_b = list(input_pipeline.create_dataset(cfg, "val", 4, False, 0)[0])
+  np_b, info = numpy_source.create_dataset(cfg, "val", 4, False, 0)
+  np_b = list(np_b)
+  assert len(tf_b) == len(np_b) == 1 and info["num_train_images"] == 4 and info["gt_json"] is None
+  for k in BATCH_KEYS:
+    np.testing.assert_array_equal(tf_b[0][k], np_b[0][k], err_msg=k)
+  b = np_b[0]
+  assert b["image"].shape == (4, H, W, 3) and (b["image_size"] == [H, W]).all() and (b["scale"] == 1).all()
+  for i in range(4):
+    _, want, classes = rendered_gt("val", i)
+    want, classes, _ = transforms.clip_and_drop(want.astype(np.float32), classes, H, W)
+    n = int(b["gt_valid"][i].sum())
+    np.testing.assert_array_equal(b["gt_boxes"][i, :n], want)
+    np.testing.assert_array_equal(b["gt_classes"][i, :n], classes)
+
+
+def test_alfnet_augment_train_rows(data_dir):
+  """Training under 'alfnet' (both sources): every row is a data.train_size crop padded to data.pad_size,
+  scale = train height / crop height; the numpy rows equal transforms.preprocess_alfnet with the stream's
+  draws (rng keyed (seed, process, 1), NUM_DRAWS uniforms per image)."""
+  cfg = alfnet_cfg(data_dir)
+  tf_b = next(input_pipeline.create_dataset(cfg, "train", 4, True, 0)[0])
+  np_it, info = numpy_source.create_dataset(cfg, "train", 4, True, 0)
+  np_b = next(np_it)
+  usable = np.flatnonzero(records.odgt_split(info["gt_odgt"], records.read_odgt(info["gt_odgt"])).has_gt)
+  assert info["num_train_images"] == len(usable) > 4
+  for b in (tf_b, np_b):
+    assert b["image"].shape == (4, 256, 256, 3) and (b["image_size"] == [96, 128]).all()
+    assert (b["scale"] >= 96 / H - 1e-6).all() and (b["scale"] <= 96 / int(0.3 * H) + 1e-6).all()
+    assert (b["image"][:, 96:] == 0).all() and (b["image"][:, :, 128:] == 0).all()
+    assert set(b["image_id"].tolist()) <= set(usable.tolist())
+  rng = np.random.default_rng([0, 0, 1])
+  order = np.random.default_rng([0, 0, 0, 0]).permutation(usable)[:4]
+  np.testing.assert_array_equal(np_b["image_id"], order)
+  for row, index in enumerate(order):
+    _, image, boxes, classes = synthetic.load_example(("train", int(index), 0, H, W))
+    want = transforms.preprocess_alfnet(image, boxes, classes, int(index), f"synth_train_{index:06d}", cfg,
+                                        rng.random(transforms.NUM_DRAWS))
+    for k in BATCH_KEYS:
+      np.testing.assert_array_equal(np_b[k][row], want[k], err_msg=k)
+
+
+def test_augment_default_and_bad_choice(data_dir):
+  """data.augment None is the registry default (synthetic crowds: 'flip'): the same batches as 'flip'."""
+  a = next(numpy_source.create_dataset(make_cfg(data_dir, augment=None), "train", 4, True, 0)[0])
+  b = next(numpy_source.create_dataset(make_cfg(data_dir, augment="flip"), "train", 4, True, 0)[0])
+  for k in BATCH_KEYS:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  with pytest.raises(ValueError, match=r"data.augment must be one of \('flip', 'alfnet'\).*got 'mosaic'"):
+    data_pipelines.create_dataset(make_cfg(data_dir, augment="mosaic"), "val", 2, False, 0)
+  with pytest.raises(ValueError, match=r"data.augment 'alfnet' \(data set 'synthetic_crowds'\) needs data.train_size"):
+    numpy_source.create_dataset(make_cfg(data_dir, augment="alfnet"), "val", 2, False, 0)

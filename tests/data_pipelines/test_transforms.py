@@ -1,4 +1,5 @@
-"""Numpy transforms against hand-computed values (lla.md §2), and the batch bookkeeping."""
+"""Numpy transforms against hand-computed values (cvpods cvpods/data/transforms/transform_gen.py), and the
+batch bookkeeping."""
 import ml_collections
 import numpy as np
 import pytest

@@ -1,11 +1,12 @@
 """CityPersons evaluator: the hand-worked examples of spec §B.9, toolbox quirks, and random cases against the plain
-per-image re-statement in lla_jax/evaluation/reference.py."""
+per-image re-statement in tests/reference/evaluation.py."""
 import math
 
 import numpy as np
 import pytest
 
-from lla_jax.evaluation import InputError, citypersons, reference
+from lla_jax.evaluation import InputError, citypersons
+from tests.reference import evaluation as reference
 
 
 def images(n):

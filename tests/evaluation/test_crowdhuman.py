@@ -1,12 +1,13 @@
 """CrowdHuman evaluator: the hand-worked example of spec §A.9, edge cases, and random cases against the plain
-per-image re-statement in lla_jax/evaluation/reference.py."""
+per-image re-statement in tests/reference/evaluation.py."""
 import itertools
 import math
 
 import numpy as np
 import pytest
 
-from lla_jax.evaluation import InputError, crowdhuman, reference
+from lla_jax.evaluation import InputError, crowdhuman
+from tests.reference import evaluation as reference
 
 
 def gt_box(x, y, w, h, tag="person", ignore=None):

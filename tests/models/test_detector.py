@@ -9,7 +9,7 @@ import pytest
 from configs import base
 from lla_jax import priors
 from lla_jax.models import detector
-from tests.models import randomize
+from tests.reference.networks import randomize
 
 
 def tiny_cfg(**backbone):

@@ -1,11 +1,11 @@
-"""FPN P3..P7 (lla.md §3.3) against a numpy re-statement."""
+"""FPN P3..P7 (cvpods cvpods/modeling/backbone/fpn.py) against a numpy re-statement."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from lla_jax.models import fpn
-from tests.models import np_conv2d, randomize, relu
+from tests.reference.networks import np_conv2d, randomize, relu
 
 
 def np_fpn(c, p, p6_from):

@@ -1,4 +1,5 @@
-"""FCOS head (lla.md §4): numpy re-statement, initialisation, weight sharing across levels."""
+"""FCOS head (Megvii-BaseDetection/LLA playground/detection/crowdhuman/fcos.res50.fpn.crowdhuman.800size.30k/fcos.py):
+numpy re-statement, initialisation, weight sharing across levels."""
 import math
 
 import jax
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from lla_jax.models import heads
-from tests.models import np_conv2d, np_group_norm, randomize, relu
+from tests.reference.networks import np_conv2d, np_group_norm, randomize, relu
 
 STRIDES = (8, 16, 32, 64, 128)
 

@@ -1,10 +1,11 @@
-"""MobileNet v1 (alfnet.md §2.2) against a numpy re-statement; BN momentum; freezing mask."""
+"""MobileNet v1 (liuwei16/ALFNet keras_alfnet/model/mobilenet_v1.py) against a numpy re-statement; BN momentum;
+freezing mask."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from lla_jax.models import mobilenet
-from tests.models import np_conv2d, np_frozen_bn, randomize
+from tests.reference.networks import np_conv2d, np_frozen_bn, randomize
 
 # (pointwise filters, depthwise stride) of blocks 1..13, Howard et al. 2017 Table 1.
 SPEC = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]

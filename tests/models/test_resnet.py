@@ -1,4 +1,5 @@
-"""ResNet layouts against a numpy re-statement of lla.md §3 / alfnet.md §2.1, freezing and norms."""
+"""ResNet layouts against a numpy re-statement of cvpods cvpods/modeling/backbone/resnet.py
+and liuwei16/ALFNet keras_alfnet/model/resnet50.py, freezing and norms."""
 import functools
 
 import jax
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from lla_jax.models import layers, resnet
-from tests.models import np_conv2d, np_frozen_bn, np_max_pool, randomize, relu, same_pads
+from tests.reference.networks import np_conv2d, np_frozen_bn, np_max_pool, randomize, relu, same_pads
 
 BLOCKS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3]}
 

@@ -1,4 +1,6 @@
-"""Plain numpy re-statement of LLA assignment, written from lla.md §6 with explicit loops.
+"""Plain numpy re-statement of LLA assignment, written from the paper (Ge et al. 2021,
+LLA: Loss-aware Label Assignment) and Megvii-BaseDetection/LLA playground/detection/crowdhuman/
+lla.res50.fpn.crowdhuman.800size.30k/fcos.py with explicit loops.
 
 Independent of lla_jax: used by tests and benchmarks/assign_bench.py as the reference.
 """

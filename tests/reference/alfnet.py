@@ -1,5 +1,6 @@
 """Plain numpy / python re-statement of ALFNet's per-step target assignment and losses, written from
-alfnet.md §6-§8 with explicit loops. Independent of lla_jax; used by tests/test_alfnet.py."""
+liuwei16/ALFNet keras_alfnet/{bbox_transform,data_generators,losses}.py with explicit loops. Independent of
+lla_jax; used by tests/assigners/test_alf.py and tests/methods/test_alfnet.py."""
 import math
 
 import numpy as np
@@ -92,7 +93,7 @@ def assign_step(ref, gt_boxes, gt_classes, gt_valid, step, neg_thr, pos_thr, top
 
 
 def losses(scores, deltas, pos, neg, box_targets, alpha=0.25, gamma=2.0, eps=1e-7):
-  """(L_cls, L_reg) of one step over a batch (alfnet.md §8), normalised by max(1, batch N+)."""
+  """(L_cls, L_reg) of one step over a batch (keras_alfnet/losses.py), normalised by max(1, batch N+)."""
   n_pos = max(1.0, float(np.sum(pos)))
   cls = reg = 0.0
   for p, d, y_pos, y_neg, t in zip(np.ravel(scores), np.reshape(deltas, (-1, 4)), np.ravel(pos), np.ravel(neg),
@@ -111,7 +112,7 @@ def losses(scores, deltas, pos, neg, box_targets, alpha=0.25, gamma=2.0, eps=1e-
 
 
 def decode_clip(ref, deltas, height, width, std=(0.1, 0.1, 0.2, 0.2)):
-  """alfnet.md §6 decode of one box, then clip to [0, W-1] x [0, H-1]."""
+  """keras_alfnet/bbox_transform.py decode of one box, then clip to [0, W-1] x [0, H-1]."""
   dx, dy, dw, dh = (d * s for d, s in zip(deltas, std))
   w, h = ref[2] - ref[0] + 1, ref[3] - ref[1] + 1
   cx, cy = ref[0] + 0.5 * w, ref[1] + 0.5 * h
@@ -122,7 +123,8 @@ def decode_clip(ref, deltas, height, width, std=(0.1, 0.1, 0.2, 0.2)):
 
 
 def detect(anchors, steps, height, width, min_size=16, topk=6000, score_thr=0.1, nms_thr=0.5, max_det=100):
-  """alfnet.md §11 for one image: steps = [(scores (N,), deltas (N, 4)), ...].
+  """Inference (ALFNet test.py, keras_alfnet/bbox_process.py) for one image: steps = [(scores (N,),
+  deltas (N, 4)), ...].
 
   Returns [(box, score), ...] in output order.
   """

@@ -1,8 +1,10 @@
 """Slow, plain re-statements of both evaluation protocols, one image and one box pair at a time.
 
-Written from spec/evaluation.md (§A.2-A.8 and §B.3-B.6) with Python loops and Python floats, sharing no code with
-the fast evaluators in crowdhuman.py / citypersons.py; tests and benchmarks/eval_bench.py compare the two. Inputs
-are the same records the fast evaluators take; inputs are assumed valid (no checks here).
+Written from the protocols (CrowdHuman: xg-chu/CrowdDet lib/evaluate/APMRToolkits and compute_JI.py; CityPersons:
+cvgroup-njust/CityPersons evaluation/eval_script/eval_MR_multisetup.py) with Python loops and Python floats,
+sharing no code with the fast evaluators in lla_jax/evaluation/crowdhuman.py and citypersons.py; tests and
+benchmarks/eval_bench.py compare the two. Inputs are the same records the fast evaluators take; inputs are assumed
+valid (no checks here).
 """
 from __future__ import annotations
 

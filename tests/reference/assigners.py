@@ -1,5 +1,7 @@
-"""Plain numpy re-statements of the FCOS and ATSS assigners (lla.md §11.3, §12.2), one image at a time,
-plus the random crowd images the tests and benchmarks/assign_bench.py draw.
+"""Plain numpy re-statements of the FCOS and ATSS assigners (Tian et al. 2019, FCOS; Zhang et al. 2020,
+ATSS; as configured in Megvii-BaseDetection/LLA playground/detection/crowdhuman/
+{fcos,atss}.res50.fpn.crowdhuman.800size.30k), one image at a time, plus the random crowd images the tests
+and benchmarks/assign_bench.py draw.
 
 Written from the spec, independently of lla_jax/assigners: explicit Python loops over the GTs (in index
 order, so "lowest index wins a tie" is an update with a strict comparison), over the levels (contiguous

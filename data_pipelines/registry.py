@@ -1,0 +1,95 @@
+"""The data sets the suite knows: one entry each, so that adding a data set is one builder file and
+one `register` call here, not an edit of every place that reads data.
+
+An entry names (fields of `DataSet`):
+  name          the config's data.name and the TFDS name of the prepared data
+  builder       'module:Class' of its TFDS builder, imported only when asked for (`builder_class`);
+                this module imports neither TensorFlow nor TFDS
+  splits        the splits the builder writes
+  evals         evaluator names (lla_jax/evaluation/registry.py) run on the data set's eval split when
+                the config lists none (config.evals empty)
+  gt_format     how the evaluation GT of a split is exported: 'odgt' (CrowdHuman lines) or
+                'citypersons_json' (the CityPersons toolbox's val_gt.json layout); see gt_export.py
+  augment       the default data.augment: 'flip' (FCOS-family resize + flip) or 'alfnet' (ALFNet's
+                brightness, flip and scale-crop); a config's data.augment overrides it
+  numpy_source  the TensorFlow-free numpy source (data.source 'numpy') can render it
+
+A builder whose class declares MANUAL_DOWNLOAD_INSTRUCTIONS is prepared once from the official files
+(`python -m data_pipelines.prepare NAME`); the others are built on first use through the class method
+`from_data_config(data_cfg, data_dir)`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+AUGMENTS = ("flip", "alfnet")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSet:
+  name: str
+  builder: str
+  splits: tuple[str, ...]
+  evals: tuple[str, ...]
+  gt_format: str
+  augment: str
+  numpy_source: bool = False
+
+
+_ENTRIES: dict[str, DataSet] = {}
+
+
+def register(entry: DataSet) -> DataSet:
+  """Add an entry; a second entry of the same name, a builder not of the 'module:Class' form or an
+  unknown augmentation is an error."""
+  if entry.name in _ENTRIES:
+    raise ValueError(f"data set {entry.name!r} is registered twice")
+  module, _, cls = entry.builder.partition(":")
+  if not module or not cls:
+    raise ValueError(f"data set {entry.name!r}: builder must be 'module:Class', got {entry.builder!r}")
+  if entry.augment not in AUGMENTS:
+    raise ValueError(f"data set {entry.name!r}: augment must be one of {AUGMENTS}, got {entry.augment!r}")
+  if not entry.splits or not entry.evals:
+    raise ValueError(f"data set {entry.name!r}: splits and evals must not be empty")
+  _ENTRIES[entry.name] = entry
+  return entry
+
+
+def names() -> tuple[str, ...]:
+  """The registered data set names, in registration order."""
+  return tuple(_ENTRIES)
+
+
+def get(name: str) -> DataSet:
+  """The entry of data set `name`; an unknown name is an error listing the registered ones."""
+  try:
+    return _ENTRIES[name]
+  except KeyError:
+    raise ValueError(f"config.data.name={name!r}: unknown data set; registered: {', '.join(names())}") from None
+
+
+def builder_class(name: str):
+  """The TFDS builder class of data set `name`, imported now (this imports TFDS)."""
+  module, _, cls = get(name).builder.partition(":")
+  return getattr(importlib.import_module(module), cls)
+
+
+def augment(data_cfg) -> str:
+  """The augmentation a data config asks for: data.augment, or the data set's default when it is None
+  (or the config has no such field)."""
+  entry = get(data_cfg.name)
+  choice = data_cfg.get("augment") or entry.augment
+  if choice not in AUGMENTS:
+    raise ValueError(f"data.augment must be one of {AUGMENTS} (or None: {entry.name}'s default "
+                     f"{entry.augment!r}), got {choice!r}")
+  return choice
+
+
+register(DataSet(name="crowdhuman", builder="data_pipelines.crowdhuman:Crowdhuman", splits=("train", "val"),
+                 evals=("crowdhuman",), gt_format="odgt", augment="flip"))
+register(DataSet(name="citypersons", builder="data_pipelines.citypersons:Citypersons", splits=("train", "val"),
+                 evals=("citypersons",), gt_format="citypersons_json", augment="alfnet"))
+register(DataSet(name="synthetic_crowds", builder="data_pipelines.synthetic_crowds:SyntheticCrowds",
+                 splits=("train", "val"), evals=("crowdhuman",), gt_format="odgt", augment="flip",
+                 numpy_source=True))
