@@ -3,12 +3,14 @@
 `train.max_nonfinite_steps` skipped steps in a row.
 
 A skipped step leaves the parameters and the optimizer's inner state (momentum, Adam moments) as they
-were; the step counter and the model state (BatchNorm statistics) are the train step's business.
+were; the step counter and the model state (BatchNorm statistics) are the train step's business
+(`step_was_finite`).
 
   tx = skip_nonfinite(tx)                          # around the whole optax chain (make_optimizer)
   grads = poison_if_nonfinite(loss, grads)         # in the train step: a non-finite loss skips as well
   metrics |= counts(opt_state)                     # nonfinite_skipped, nonfinite_consecutive
-  message = guard.check(step, host_metrics)        # on the host: not None -> stop
+  keep = step_was_finite(opt_state)                # a skipped step keeps the old BatchNorm statistics too
+  message = guard.check(step, host_metrics)        # on the host: not None -> raise NonfiniteError(message)
 """
 from __future__ import annotations
 
@@ -58,9 +60,19 @@ def counts(opt_state) -> dict:
   return {SKIPPED: state.total_notfinite, CONSECUTIVE: state.notfinite_count}
 
 
+def step_was_finite(opt_state) -> jax.Array:
+  """bool scalar: whether the update that produced `opt_state` was applied (its gradients were finite). The
+  train step keeps the old model state (BatchNorm statistics) when it was not (works inside jit)."""
+  return _find_state(opt_state).last_finite
+
+
 def nonfinite_parts(metrics: dict, keys=("loss", "loss_cls", "loss_box", "loss_aux")) -> list[str]:
   """The loss parts among `keys` whose host value in `metrics` is NaN or Inf."""
   return [k for k in keys if k in metrics and not math.isfinite(float(metrics[k]))]
+
+
+class NonfiniteError(RuntimeError):
+  """Raised by the loop with NonfiniteGuard's message: entry points print it without a stack trace."""
 
 
 class NonfiniteGuard:

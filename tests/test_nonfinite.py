@@ -20,7 +20,8 @@ def step(params, opt_state, x):
   loss, grads = jax.value_and_grad(loss_fn)(params, x)
   grads = nonfinite.poison_if_nonfinite(loss, grads)
   updates, opt_state = TX.update(grads, opt_state, params)
-  return optax.apply_updates(params, updates), opt_state, dict(nonfinite.counts(opt_state), loss=loss)
+  metrics = dict(nonfinite.counts(opt_state), loss=loss, finite=nonfinite.step_was_finite(opt_state))
+  return optax.apply_updates(params, updates), opt_state, metrics
 
 
 TX = nonfinite.skip_nonfinite(optax.chain(optax.clip_by_global_norm(10.0), optax.adam(0.1)))
@@ -39,6 +40,7 @@ def test_nan_gradient_keeps_params_and_moments_and_counts():
     before = params
     params, opt_state, metrics = step(params, opt_state, x)
     assert (int(metrics[nonfinite.SKIPPED]), int(metrics[nonfinite.CONSECUTIVE])) == (skipped, consecutive)
+    assert bool(metrics["finite"]) == (consecutive == 0)
     if consecutive:
       np.testing.assert_array_equal(params["w"], before["w"])          # skipped: untouched
     else:
