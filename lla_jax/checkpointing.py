@@ -10,7 +10,8 @@ Crash safety (kill -9 at any moment, a save included): orbax writes step N into
 `N.orbax-checkpoint-tmp-<time>` and renames it to `N` only after every file, the step metadata and
 `commit_success.txt` are written (orbax _src/path/atomicity.py, AtomicRenameTemporaryPath; a rename
 is atomic on a POSIX file system). A folder with the temporary suffix is never listed as a step, so
-`latest_step` is the last complete save; opening the manager deletes such leftovers. A step folder
+`latest_step` is the last complete save; the first save of the next run deletes such leftovers (a reader,
+e.g. an evaluation beside a running training, leaves them: one may be the training's save). A step folder
 that is complete by name but cannot be restored (damaged files, a config that no longer matches)
 raises CheckpointError naming it and the newest older checkpoint that does restore.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 
 import jax
@@ -64,9 +66,10 @@ class Checkpoints:
   def __init__(self, workdir: str, keep: int = 3, subdir: str = "checkpoints"):
     self.directory = os.path.abspath(os.path.join(workdir, subdir))
     self.saving_step = None
+    self._leftovers_removed = False
     pause = _pause_in_save_hook(self)
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+        max_to_keep=keep, create=True,
         **({"async_options": ocp.AsyncOptions(post_finalization_callback=pause)} if pause else {}))
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -85,10 +88,22 @@ class Checkpoints:
     may then be donated or overwritten) and orbax writes in a background thread; the next save, restore,
     wait_until_finished or close waits for it. Either way the step appears on disk only when complete."""
     self.manager.wait_until_finished()
+    self._remove_interrupted_saves()
     self.saving_step = int(step)
     self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
     if wait:
       self.manager.wait_until_finished()
+
+  def _remove_interrupted_saves(self) -> None:
+    """Deletes the temporary folders that killed saves left (never listed as steps), once, before this
+    writer's first save; process 0 does it before orbax's own barriers in save."""
+    if self._leftovers_removed:
+      return
+    self._leftovers_removed = True
+    if jax.process_index() == 0:
+      for name in os.listdir(self.directory):
+        if ocp.utils.TMP_DIR_SUFFIX in name:
+          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
   def wait_until_finished(self) -> None:
     self.manager.wait_until_finished()

@@ -231,7 +231,8 @@ def test_best_checkpoint_keeps_lowest_mr(tmp_path):
 def test_kill_inside_save_resumes_from_previous_checkpoint(tmp_path):
   """A process killed with SIGKILL inside the save of step 2 (paused there by the LLA_TEST_PAUSE_IN_SAVE
   hook, with step 2's files written but not committed): the folder it was writing exists, yet the next
-  open lists only step 1, removes the leftover, and restores step 1's values."""
+  open lists only step 1 and restores step 1's values; a reader leaves the folder (it could be a running
+  training's save), the next run's first save removes it."""
   marker = tmp_path / "paused.json"
   env = worker_env(1, **{checkpointing.PAUSE_IN_SAVE_ENV: f"2:{marker}"})
   proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "pause_in_save", str(tmp_path)], env=env,
@@ -259,10 +260,12 @@ def test_kill_inside_save_resumes_from_previous_checkpoint(tmp_path):
   ckpt = checkpointing.Checkpoints(str(tmp_path), keep=2)
   assert ckpt.latest_step() == 1 and ckpt.all_steps() == [1]
   restored = flat(ckpt.restore(state))
-  ckpt.close()
-  assert os.listdir(folder) == ["1"]                      # the half-written folder is gone
   for k, v in flat(numbered_state(state, 1)).items():
     np.testing.assert_array_equal(restored[k], v, err_msg=k)
+  assert half_written.is_dir()                            # a reader does not touch it
+  ckpt.save(3, numbered_state(state, 3))
+  ckpt.close()
+  assert sorted(os.listdir(folder)) == ["1", "3"]        # the writer removed it
 
 
 def _truncate_data(step_dir):
