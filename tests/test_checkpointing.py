@@ -1,11 +1,16 @@
 """Checkpoints: keep-N, the best-by-MR checkpoint, and restore on another device count (save on 8
 devices and restore on 1, and the reverse), optimizer and model state included. XLA fixes the device
 count when a process starts, so each topology runs in its own process: this file is also the worker
-(`python tests/test_checkpointing.py ROLE WORKDIR`)."""
+(`python tests/test_checkpointing.py ROLE WORKDIR`). Crash safety: a process killed (SIGKILL) inside a
+save leaves no restorable half-written step; a damaged step folder gives an error naming it and the last
+good one."""
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +63,11 @@ def toy_config(param_sharding="replicated"):
   return c
 
 
+def numbered_state(state, i):
+  """`state` at step i with every parameter shifted by i: each saved step has its own values."""
+  return state.replace(step=state.step + i, params=jax.tree.map(lambda x: x + i, state.params))
+
+
 def toy_batch(step, batch=8):
   rng = np.random.default_rng(step)
   return {"image": rng.normal(size=(batch, 64)).astype(np.float32),
@@ -97,6 +107,10 @@ def worker(role: str, workdir: str) -> None:
     ckpt.save(3, state)
     np.savez(os.path.join(workdir, f"saved_on_{n}.npz"), **flat(state))
     state = run_steps(config, method, mesh, state, tx, schedule, 4, 5)
+  elif role == "pause_in_save":   # step 1 completes; the save of step 2 pauses (test hook) until killed
+    for i in (1, 2):
+      ckpt.save(i, numbered_state(state, i))
+    raise AssertionError("the save of step 2 returned: the pause hook did not fire")
   elif role == "resume":
     saved = dict(np.load(os.path.join(workdir, f"saved_on_{8 if n == 1 else 1}.npz")))
     from_abstract = flat(ckpt.restore(train.abstract_train_state(config, method, mesh)))   # no values needed
@@ -116,11 +130,14 @@ def worker(role: str, workdir: str) -> None:
     json.dump(out, f)
 
 
+def worker_env(devices, **extra):
+  return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+              PYTHONPATH=ROOT, **extra)
+
+
 def spawn(role, workdir, devices):
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-             PYTHONPATH=ROOT)
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), role, str(workdir)], env=env, cwd=ROOT,
-                        capture_output=True, text=True, timeout=300)
+  proc = subprocess.run([sys.executable, os.path.abspath(__file__), role, str(workdir)], env=worker_env(devices),
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(os.path.join(workdir, f"{role}_on_{devices}.json")) as f:
     return json.load(f)
@@ -205,6 +222,116 @@ def test_best_checkpoint_keeps_lowest_mr(tmp_path):
   assert not again.update(40, 0.45, at(40))
   assert int(again.checkpoints.restore(state).step) == 30
   again.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Crash safety.
+
+
+def test_kill_inside_save_resumes_from_previous_checkpoint(tmp_path):
+  """A process killed with SIGKILL inside the save of step 2 (paused there by the LLA_TEST_PAUSE_IN_SAVE
+  hook, with step 2's files written but not committed): the folder it was writing exists, yet the next
+  open lists only step 1 and restores step 1's values; a reader leaves the folder (it could be a running
+  training's save), the next run's first save removes it."""
+  marker = tmp_path / "paused.json"
+  env = worker_env(1, **{checkpointing.PAUSE_IN_SAVE_ENV: f"2:{marker}"})
+  proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "pause_in_save", str(tmp_path)], env=env,
+                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  try:
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+      assert proc.poll() is None, proc.stdout.read()[-3000:]
+      assert time.monotonic() < deadline, "the save of step 2 never reached the pause hook"
+      time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+    proc.stdout.close()
+  paused = json.loads(marker.read_text())
+  folder = tmp_path / "checkpoints"
+  assert paused["step"] == 2 and len(paused["temporary"]) == 1 and paused["temporary"][0].startswith("2.")
+  half_written = folder / paused["temporary"][0]
+  assert half_written.is_dir() and (half_written / "default" / "_METADATA").exists()   # step 2's data was there
+  assert sorted(os.listdir(folder)) == sorted(["1", paused["temporary"][0]])
+
+  state, _, _ = train.create_train_state(toy_config(), toy_method(), sharding.make_mesh())
+  ckpt = checkpointing.Checkpoints(str(tmp_path), keep=2)
+  assert ckpt.latest_step() == 1 and ckpt.all_steps() == [1]
+  restored = flat(ckpt.restore(state))
+  for k, v in flat(numbered_state(state, 1)).items():
+    np.testing.assert_array_equal(restored[k], v, err_msg=k)
+  assert half_written.is_dir()                            # a reader does not touch it
+  ckpt.save(3, numbered_state(state, 3))
+  ckpt.close()
+  assert sorted(os.listdir(folder)) == ["1", "3"]        # the writer removed it
+
+
+def _truncate_data(step_dir):
+  """Cut every array data file of a step folder in half (a full disk, a partial copy)."""
+  for root, _, files in os.walk(step_dir):
+    if os.path.basename(root) == "d":
+      for f in files:
+        path = os.path.join(root, f)
+        os.truncate(path, os.path.getsize(path) // 2)
+
+
+@pytest.mark.parametrize("damage", ["truncated_data", "no_metadata"])
+def test_unreadable_checkpoint_names_it_and_the_last_good_one(tmp_path, damage):
+  state, _, _ = train.create_train_state(toy_config(), toy_method(), sharding.make_mesh())
+  ckpt = checkpointing.Checkpoints(str(tmp_path), keep=3)
+  for i in (1, 2, 3):
+    ckpt.save(i, numbered_state(state, i))
+  folder = tmp_path / "checkpoints"
+  for step in (3, 2):                                      # the newest two are damaged, step 1 is not
+    if damage == "truncated_data":
+      _truncate_data(folder / str(step))
+    else:
+      os.remove(folder / str(step) / "default" / "_METADATA")
+  with pytest.raises(checkpointing.CheckpointError) as error:
+    ckpt.restore(state)
+  message = str(error.value)
+  assert message.startswith(f"checkpoint {folder / '3'} cannot be restored (")
+  assert f"The last good checkpoint is {folder / '1'} (step 1): move {folder / '3'}" in message
+  assert "Traceback" not in message and len(message) < 1200
+  shutil.rmtree(folder / "3")                               # what the message says, for both bad steps
+  shutil.rmtree(folder / "2")
+  ckpt.close()
+  again = checkpointing.Checkpoints(str(tmp_path), keep=3)
+  assert again.latest_step() == 1
+  restored = flat(again.restore(state))
+  again.close()
+  for k, v in flat(numbered_state(state, 1)).items():
+    np.testing.assert_array_equal(restored[k], v, err_msg=k)
+
+
+def test_no_readable_checkpoint_says_so(tmp_path):
+  state, _, _ = train.create_train_state(toy_config(), toy_method(), sharding.make_mesh())
+  ckpt = checkpointing.Checkpoints(str(tmp_path), keep=3)
+  ckpt.save(1, state)
+  _truncate_data(tmp_path / "checkpoints" / "1")
+  with pytest.raises(checkpointing.CheckpointError, match=r"checkpoint .*checkpoints/1 cannot be restored "
+                     r"\(.*\)\. No older checkpoint in .*checkpoints restores either \(have \[1\]\)"):
+    ckpt.restore(state)
+  ckpt.close()
+
+
+def test_asynchronous_save_is_complete_after_wait(tmp_path):
+  """save(wait=False) returns before orbax has written; the state may be changed at once (the arrays are
+  copied to host memory first); the step is listed and restores once written."""
+  state, _, _ = train.create_train_state(toy_config(), toy_method(), sharding.make_mesh())
+  ckpt = checkpointing.Checkpoints(str(tmp_path), keep=2)
+  one = numbered_state(state, 1)
+  ckpt.save(1, one, wait=False)
+  one.params["dense"]["kernel"].delete()                 # as a donated train step would
+  ckpt.save(2, numbered_state(state, 2), wait=False)     # waits for step 1 first
+  ckpt.wait_until_finished()
+  assert ckpt.all_steps() == [1, 2]
+  restored = flat(ckpt.restore(state, 1))
+  ckpt.close()
+  for k, v in flat(numbered_state(state, 1)).items():
+    np.testing.assert_array_equal(restored[k], v, err_msg=k)
 
 
 if __name__ == "__main__":

@@ -197,7 +197,7 @@ class _GroundTruth:
 
 class _Detections:
   """DT of all records: boxes (M, 4) xyxy float64, scores (M,), image (M,) GT image index, in DT file order.
-  Fills the GT's missing image sizes from the DT records (the first record with a size wins)."""
+  Fills the GT's missing image sizes from the DT records that have detections."""
 
   def __init__(self, records, gt):
     seen = np.zeros(len(gt.ids), bool)
@@ -212,13 +212,14 @@ class _Detections:
       seen[g] = True
       images.append(g)
       width, height = _image_size(records, i, "DT")
-      if math.isnan(gt.width[g]):
-        gt.width[g] = width
-      if math.isnan(gt.height[g]):
-        gt.height[g] = height
-      if math.isnan(gt.width[g]) or math.isnan(gt.height[g]):
+      if (math.isnan(width) and math.isnan(gt.width[g])) or (math.isnan(height) and math.isnan(gt.height[g])):
         raise InputError(f"{_where(records, i, 'DT')}: needs 'width' and 'height' (the original image size, "
                          "used for clipping)")
+      # Only a record with detections sizes (and so clips) the GT: one with "dtboxes": [] counts exactly as an
+      # image without a record, whose size is unknown (JI's m depends on the GT clipping).
+      if records[i].get("dtboxes"):
+        gt.width[g] = width if math.isnan(gt.width[g]) else gt.width[g]
+        gt.height[g] = height if math.isnan(gt.height[g]) else gt.height[g]
     (box, score), counts = _read_boxes(records, "dtboxes", _dt_columns, _dt_box_problem, "DT")
     xywh = finite_floats(box, (len(box), 4))
     self.scores = finite_floats(score, (len(score),))

@@ -61,8 +61,9 @@ def _crowdhuman_images(gt_records, dt_records):
     images[rec["ID"]] = {"gt": gts, "dt": [], "w": rec.get("width"), "h": rec.get("height")}
   for rec in dt_records:
     im = images[rec["ID"]]
-    im["w"] = rec["width"] if im["w"] is None else im["w"]
-    im["h"] = rec["height"] if im["h"] is None else im["h"]
+    if rec["dtboxes"]:  # a record without detections counts as no record: it does not size the GT
+      im["w"] = rec["width"] if im["w"] is None else im["w"]
+      im["h"] = rec["height"] if im["h"] is None else im["h"]
     dts = [[d["box"][0], d["box"][1], d["box"][0] + d["box"][2], d["box"][1] + d["box"][3], d["score"]]
            for d in rec["dtboxes"]]
     im["dt"] = [_clip(d, im["w"], im["h"]) for d in dts]
