@@ -220,3 +220,27 @@ def clip_boxes(b, clip_hw):
   w = jnp.asarray(clip_hw[1], jnp.float32)
   return jnp.stack([jnp.clip(b[..., 0], 0.0, w), jnp.clip(b[..., 1], 0.0, h), jnp.clip(b[..., 2], 0.0, w),
                     jnp.clip(b[..., 3], 0.0, h)], axis=-1)
+
+
+def rounded(x):
+  """x with every element rounded to its dtype before it meets an add.
+
+  XLA (CPU and GPU) contracts a multiply feeding an add into one fused multiply-add that rounds once, so
+  `a * b + c` can differ in the last bit from an op-by-op evaluation (torch's). A select between the
+  product and the add blocks the contraction; NaN stays NaN. Use where exact ties matter.
+  """
+  return jnp.where(jnp.isnan(x), jnp.asarray(jnp.nan, x.dtype), x)
+
+
+def pairwise_iou_exact(a, b):
+  """a (N, 4), b (M, 4) xyxy -> (N, M) IoU rounded as an op-by-op float32 evaluation, bit for bit.
+
+  inter = max(w, 0) max(h, 0); IoU = inter / ((area_a + area_b) - inter) where inter > 0, else exactly 0
+  (cvpods cvpods/structures/boxes.py pairwise_iou), with areas (x2 - x1)(y2 - y1) unclamped. Every product
+  is rounded before it is added (`rounded`), so exactly tied IoUs stay tied (the RPN's low-quality rule
+  keeps every anchor tied at a GT's best IoU).
+  """
+  ar = lambda x: rounded((x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1]))
+  inter = rounded(pairwise_intersection(a, b))
+  union = (ar(a)[:, None] + ar(b)[None, :]) - inter
+  return jnp.where(inter > 0, inter / jnp.where(inter > 0, union, 1.0), 0.0)

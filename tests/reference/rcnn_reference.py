@@ -24,9 +24,7 @@ def anchors_np(height, width, strides=(4, 8, 16, 32, 64), sizes=(32, 64, 128, 25
   out, starts = [], [0]
   h, w = height, width
   for level, (s, size) in enumerate(zip(strides, sizes)):
-    if level == 0:
-      h, w = height // s, width // s
-    elif s <= 32:
+    if s <= 32:
       h, w = height // s, width // s
     else:  # P6 = P5[::2, ::2]
       h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
