@@ -150,13 +150,24 @@ def roi_assign_np(proposals, prop_valid, gt_boxes, gt_classes, gt_valid, thresh=
 
 # ---------------------------------------------------------------------------------------------- NMS
 def nms_np(boxes, scores, thresh):
-  """Greedy NMS, stable descending order, IoU > thresh suppresses; returns kept indices in order."""
-  order = list(np.argsort(-scores, kind="stable"))
+  """Greedy NMS (torchvision CPU recipe): stable descending order; a later box is removed when its IoU
+  inter / ((area_i + area_j) - inter) with a kept box is > thresh (NaN never suppresses). Kept indices."""
+  boxes = np.asarray(boxes, F)
+  order = np.argsort(-np.asarray(scores), kind="stable")
+  area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).astype(F)
+  removed = np.zeros(len(boxes), bool)
   keep = []
-  while order:
-    i = order.pop(0)
+  for n, i in enumerate(order):
+    if removed[i]:
+      continue
     keep.append(i)
-    order = [j for j in order if not iou_np(boxes[i], boxes[j]) > F(thresh)]
+    rest = order[n + 1:]
+    w = np.maximum(np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]), F(0))
+    h = np.maximum(np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]), F(0))
+    inter = (w * h).astype(F)
+    with np.errstate(divide="ignore", invalid="ignore"):
+      iou = inter / ((area[i] + area[rest]) - inter)
+    removed[rest[iou > F(thresh)]] = True
   return keep
 
 
