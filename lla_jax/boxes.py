@@ -202,14 +202,15 @@ def decode_deltas(src, deltas, weights=(1.0, 1.0, 1.0, 1.0), scale_clamp=SCALE_C
 
   dx = d0 / wx (a division, not a multiply by 1 / wx), dy likewise; dw = min(d2 / ww, scale_clamp),
   dh likewise (no lower clamp); cx' = dx w + cx, w' = exp(dw) w; box = cx' -/+ 0.5 w', cy' -/+ 0.5 h'.
+  Rounded op by op as upstream (`divide`, `rounded`); only exp may differ from torch's in the last bits.
   """
   src, d = jnp.asarray(src, jnp.float32), jnp.asarray(deltas, jnp.float32)
   wx, wy, ww, wh = (jnp.float32(w) for w in weights)
   w, h = src[..., 2] - src[..., 0], src[..., 3] - src[..., 1]
   cx, cy = src[..., 0] + 0.5 * w, src[..., 1] + 0.5 * h
-  dw = jnp.minimum(d[..., 2] / ww, jnp.float32(scale_clamp))
-  dh = jnp.minimum(d[..., 3] / wh, jnp.float32(scale_clamp))
-  px, py = (d[..., 0] / wx) * w + cx, (d[..., 1] / wy) * h + cy
+  dw = jnp.minimum(divide(d[..., 2], ww), jnp.float32(scale_clamp))
+  dh = jnp.minimum(divide(d[..., 3], wh), jnp.float32(scale_clamp))
+  px, py = rounded(divide(d[..., 0], wx) * w) + cx, rounded(divide(d[..., 1], wy) * h) + cy
   pw, ph = jnp.exp(dw) * w, jnp.exp(dh) * h
   return jnp.stack([px - 0.5 * pw, py - 0.5 * ph, px + 0.5 * pw, py + 0.5 * ph], axis=-1)
 
@@ -230,6 +231,17 @@ def rounded(x):
   product and the add blocks the contraction; NaN stays NaN. Use where exact ties matter.
   """
   return jnp.where(jnp.isnan(x), jnp.asarray(jnp.nan, x.dtype), x)
+
+
+def divide(x, c):
+  """x / c as an IEEE division for a constant c (scalar or broadcastable).
+
+  XLA rewrites a division by a constant into a multiply by its rounded reciprocal, which differs in the
+  last bit; a divisor that depends on x (NaN exactly where x is NaN, so the quotient is unchanged) keeps
+  the division. Upstream divides (e.g. the box coder's weights, ROIAlign's bin size).
+  """
+  x = jnp.asarray(x)
+  return x / jnp.where(jnp.isnan(x), jnp.asarray(jnp.nan, x.dtype), jnp.asarray(c, x.dtype))
 
 
 def pairwise_iou_exact(a, b):

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from lla_jax.assigners.common import option
+from lla_jax.boxes import divide, rounded
 
 DEFAULTS = dict(
     pooler_resolution=7,
@@ -43,7 +44,7 @@ def box_levels(boxes, min_level: int, max_level: int, canonical_box_size: float 
   boxes = jnp.asarray(boxes, jnp.float32)
   area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
   size = jnp.sqrt(area)
-  lvl = jnp.floor(jnp.float32(canonical_level) + jnp.log2(size / jnp.float32(canonical_box_size) + jnp.float32(_EPS)))
+  lvl = jnp.floor(jnp.float32(canonical_level) + jnp.log2(divide(size, canonical_box_size) + jnp.float32(_EPS)))
   lvl = jnp.where(jnp.isnan(lvl), min_level, jnp.clip(lvl, min_level, max_level))
   return (lvl - min_level).astype(jnp.int32)
 
@@ -98,19 +99,18 @@ def multilevel_roi_align(features: Sequence[jax.Array], boxes, cfg=None):
   rw, rh = b[:, 2] * scale - off - x0, b[:, 3] * scale - off - y0
   if not aligned:
     rw, rh = jnp.maximum(rw, 1.0), jnp.maximum(rh, 1.0)
-  bin_w, bin_h = rw / jnp.float32(s), rh / jnp.float32(s)
+  bin_w, bin_h = divide(rw, s), divide(rh, s)        # also the adaptive grid: ceil(roi / S)
   if ratio > 0:
     gh = jnp.full(level.shape, ratio, jnp.int32)
     gw = gh
   else:
-    gh = jnp.ceil(rh / jnp.float32(s)).astype(jnp.int32)
-    gw = jnp.ceil(rw / jnp.float32(s)).astype(jnp.int32)
+    gh, gw = jnp.ceil(bin_h).astype(jnp.int32), jnp.ceil(bin_w).astype(jnp.int32)
   gh = jnp.where(finite, jnp.clip(gh, 0, gh_max), 0)
   gw = jnp.where(finite, jnp.clip(gw, 0, gw_max), 0)
   count = jnp.maximum(gh * gw, 1).astype(jnp.float32)
   bins = jnp.arange(s, dtype=jnp.float32)
-  ys0 = y0[:, None] + bins[None] * bin_h[:, None]                       # (R, S) start of each bin row
-  xs0 = x0[:, None] + bins[None] * bin_w[:, None]
+  ys0 = y0[:, None] + rounded(bins[None] * bin_h[:, None])              # (R, S) start of each bin row
+  xs0 = x0[:, None] + rounded(bins[None] * bin_w[:, None])
   ghf, gwf = jnp.maximum(gh, 1).astype(jnp.float32), jnp.maximum(gw, 1).astype(jnp.float32)
 
   def axis_weights(c0, binsz, g, gf, i, size):
@@ -135,9 +135,10 @@ def multilevel_roi_align(features: Sequence[jax.Array], boxes, cfg=None):
     row = lambda r: start[:, None, None] + r[:, :, None] * width[:, None, None]
     tap = lambda r, c: flat[row(r) + c[:, None, :]].astype(jnp.float32)  # (R, S, S, C)
     w = lambda a, c: jnp.where(inside, a[:, :, None] * c[:, None, :], 0.0)[..., None]
-    val = ((w(hy, hx) * tap(yl, xl) + w(hy, lx) * tap(yl, xh)) + w(ly, hx) * tap(yh, xl)) + w(ly, lx) * tap(yh, xh)
+    term = lambda a, c, r, q: rounded(w(a, c) * tap(r, q))             # no fused multiply-add: upstream's rounding
+    val = ((term(hy, hx, yl, xl) + term(hy, lx, yl, xh)) + term(ly, hx, yh, xl)) + term(ly, lx, yh, xh)
     return acc + val
 
   acc = jnp.zeros((boxes.shape[0], s, s, flat.shape[-1]), jnp.float32)
   acc = jax.lax.fori_loop(0, gh_max * gw_max, body, acc)
-  return (acc / count[:, None, None, None]).astype(dtype), level
+  return divide(acc, count[:, None, None, None]).astype(dtype), level
