@@ -63,11 +63,15 @@ def decode_np(s, d, weights, clamp=SCALE_CLAMP):
 
 
 # ------------------------------------------------------------------------------------------- overlaps
-def iou_np(g, b):
-  """IoU of two boxes: inter / ((area_g + area_b) - inter) where inter > 0, else 0."""
+def inter_np(g, b):
   w = max(F(min(g[2], b[2]) - max(g[0], b[0])), F(0))
   h = max(F(min(g[3], b[3]) - max(g[1], b[1])), F(0))
-  inter = F(w * h)
+  return F(w * h)
+
+
+def iou_np(g, b):
+  """IoU of two boxes: inter / ((area_g + area_b) - inter) where inter > 0, else 0."""
+  inter = inter_np(g, b)
   if inter <= 0:
     return F(0)
   ag, ab = F((g[2] - g[0]) * (g[3] - g[1])), F((b[2] - b[0]) * (b[3] - b[1]))
@@ -76,12 +80,8 @@ def iou_np(g, b):
 
 def ioa_np(g, b):
   """Intersection over the area of b (the candidate) where inter > 0, else 0."""
-  w = max(F(min(g[2], b[2]) - max(g[0], b[0])), F(0))
-  h = max(F(min(g[3], b[3]) - max(g[1], b[1])), F(0))
-  inter = F(w * h)
-  if inter <= 0:
-    return F(0)
-  return F(inter / F((b[2] - b[0]) * (b[3] - b[1])))
+  inter = inter_np(g, b)
+  return F(0) if inter <= 0 else F(inter / F((b[2] - b[0]) * (b[3] - b[1])))
 
 
 def iou_matrix_np(gts, cands):
