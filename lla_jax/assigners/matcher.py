@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import jax
 import jax.numpy as jnp
 
 
@@ -41,13 +42,54 @@ def match(iou, thresholds: Sequence[float], labels: Sequence[int], allow_low_qua
     return jnp.zeros((a,), jnp.int32), jnp.full((a,), labels[0], jnp.int32)
   valid = jnp.ones((m,), bool) if valid is None else jnp.asarray(valid, bool)
   q = jnp.where(valid[:, None], iou, -jnp.inf)
-  value = jnp.max(q, axis=0)
-  matched = jnp.argmax(q, axis=0).astype(jnp.int32)
-  out = jnp.full((a,), labels[0], jnp.int32)
+  value, matched = jnp.max(q, axis=0), jnp.argmax(q, axis=0).astype(jnp.int32)
+  low = _ties_at_best(q, jnp.max(q, axis=1), valid) if allow_low_quality else None
+  return _finish(value, matched, low, valid, thresholds, labels)
+
+
+def match_boxes(gt_boxes, boxes, iou_fn, thresholds: Sequence[float], labels: Sequence[int],
+                allow_low_quality: bool, valid=None, chunk: int | None = None):
+  """`match(iou_fn(gt_boxes, boxes), ...)` without the whole (M, A) matrix: the same outputs, bit for bit.
+
+  gt_boxes (M, 4), boxes (A, 4); iou_fn(gt (M, 4), boxes (a, 4)) -> (M, a), values >= 0. With `chunk`, the
+  boxes are visited `chunk` at a time (lax.map, zero boxes padding the last chunk): pass 1 takes each box's
+  max / first argmax and each GT's best over the chunks, pass 2 (low-quality rule) recomputes the chunks
+  and marks the ties. Peak memory (M, chunk) instead of (M, A) at the price of computing the IoU twice.
+  """
+  gt_boxes, boxes = jnp.asarray(gt_boxes, jnp.float32), jnp.asarray(boxes, jnp.float32)
+  m, a = gt_boxes.shape[0], boxes.shape[0]
+  if chunk is None or a <= chunk or m == 0:
+    return match(iou_fn(gt_boxes, boxes), thresholds, labels, allow_low_quality, valid)
+  thresholds, labels = check_thresholds(thresholds, labels)
+  valid = jnp.ones((m,), bool) if valid is None else jnp.asarray(valid, bool)
+  n = -(-a // chunk)
+  parts = jnp.pad(boxes, ((0, n * chunk - a), (0, 0))).reshape(n, chunk, 4)
+  quality = lambda b: jnp.where(valid[:, None], iou_fn(gt_boxes, b).astype(jnp.float32), -jnp.inf)
+
+  def first_pass(b):
+    q = quality(b)
+    return jnp.max(q, axis=0), jnp.argmax(q, axis=0).astype(jnp.int32), jnp.max(q, axis=1)
+
+  value, matched, rowmax = jax.lax.map(first_pass, parts)
+  value, matched = value.reshape(-1)[:a], matched.reshape(-1)[:a]
+  low = None
+  if allow_low_quality:
+    best = jnp.max(rowmax, axis=0)   # padding boxes have quality 0 <= every GT's best: no change
+    low = jax.lax.map(lambda b: _ties_at_best(quality(b), best, valid), parts).reshape(-1)[:a]
+  return _finish(value, matched, low, valid, thresholds, labels)
+
+
+def _ties_at_best(q, best, valid):
+  """(a,) bool: the predictions whose quality equals some valid GT's best exactly (-inf rows never match)."""
+  return jnp.any((q == best[:, None]) & valid[:, None], axis=0)
+
+
+def _finish(value, matched, low, valid, thresholds, labels):
+  """Labels from the threshold intervals, the low-quality positives, and the no-GT case."""
+  out = jnp.full(value.shape, labels[0], jnp.int32)
   for t, l in zip(thresholds, labels[1:]):  # later intervals overwrite: quality >= t gets the next label
     out = jnp.where(value >= jnp.float32(t), jnp.int32(l), out)
-  if allow_low_quality:
-    best = jnp.max(q, axis=1)  # (M,) -inf on invalid rows, which no finite quality equals
-    out = jnp.where(jnp.any((q == best[:, None]) & valid[:, None], axis=0), 1, out)
+  if low is not None:
+    out = jnp.where(low, 1, out)
   any_gt = jnp.any(valid)
   return jnp.where(any_gt, matched, 0), jnp.where(any_gt, out, labels[0])

@@ -18,6 +18,7 @@ DEFAULTS = dict(
     rpn_iou_thresholds=(0.3, 0.7),       # cvpods rcnn_config.py MODEL.RPN.IOU_THRESHOLDS
     rpn_iou_labels=(0, -1, 1),
     rpn_allow_low_quality=True,          # proposal_generator/rpn.py builds its Matcher with True
+    rpn_match_chunk=32768,               # anchors per IoU block (memory only; None = one (M, A) matrix)
     rpn_batch_size_per_image=256,
     rpn_positive_fraction=0.5,
     rpn_box_weights=(1.0, 1.0, 1.0, 1.0),
@@ -90,9 +91,10 @@ def rpn_assign(anchors, gt_boxes, gt_classes, gt_valid, cfg=None) -> RPNTargets:
   gt_boxes, gt_classes, gt_valid = _gt_arrays(gt_boxes, gt_classes, gt_valid, "rpn_assign")
   opt = lambda name: option(cfg, name, DEFAULTS)
   use = gt_valid & (gt_classes != IGNORE_CLASS)
-  iou = boxes.pairwise_iou_exact(gt_boxes, anchors)
-  matched, labels = matcher.match(iou, opt("rpn_iou_thresholds"), opt("rpn_iou_labels"),
-                                  bool(opt("rpn_allow_low_quality")), valid=use)
+  chunk = opt("rpn_match_chunk")
+  matched, labels = matcher.match_boxes(gt_boxes, anchors, boxes.pairwise_iou_exact, opt("rpn_iou_thresholds"),
+                                        opt("rpn_iou_labels"), bool(opt("rpn_allow_low_quality")), valid=use,
+                                        chunk=None if chunk is None else int(chunk))
   targets = boxes.encode_deltas(anchors, _gather_rows(gt_boxes, matched), opt("rpn_box_weights"))
   targets = jnp.where(jnp.any(use), targets, 0.0)
   return RPNTargets(labels=labels, matched_gt=matched, box_targets=targets)

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lla_jax import boxes
 from lla_jax.assigners import matcher
 
 
@@ -85,3 +86,22 @@ def test_bad_thresholds():
     matcher.match(jnp.zeros((1, 1)), (0.7, 0.3), (0, -1, 1), True)
   with pytest.raises(ValueError, match="expected 3 labels"):
     matcher.match(jnp.zeros((1, 1)), (0.3, 0.7), (0, 1), True)
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1000])
+def test_match_boxes_chunked_equals_whole(chunk):
+  """Chunked over the predictions: identical outputs, low-quality ties across chunks included."""
+  rng = np.random.default_rng(chunk)
+  gt = np.round(rng.uniform(0, 100, (6, 2)) * 4) / 4
+  gt = np.concatenate([gt, gt + np.round(rng.uniform(2, 40, (6, 2)) * 4) / 4], 1).astype(np.float32)
+  gt[3] = gt[1]                                            # duplicate
+  xy = np.repeat(np.round(rng.uniform(-10, 110, (40, 2))), 5, 0)
+  pred = np.concatenate([xy, xy + 16.0], 1).astype(np.float32)  # equal-size boxes: many exact IoU ties
+  valid = np.array([True, True, False, True, True, True])
+  args = ((0.3, 0.7), (0, -1, 1), True)
+  whole = matcher.match(boxes.pairwise_iou_exact(gt, pred), *args, valid=valid)
+  part = jax.jit(lambda g, p, v: matcher.match_boxes(g, p, boxes.pairwise_iou_exact, *args, valid=v, chunk=chunk))(
+      gt, pred, valid)
+  for w, p in zip(whole, part):
+    np.testing.assert_array_equal(np.asarray(p), np.asarray(w))
+  assert int((whole[1] == 1).sum()) > 0

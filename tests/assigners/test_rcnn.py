@@ -34,6 +34,13 @@ def test_rpn_crowds_match_reference(seed):
   assert (labels == 1).sum() > 0 and (labels == -1).sum() > 0
 
 
+def test_rpn_chunked_matching_is_identical():
+  rng = np.random.default_rng(11)
+  b, c, v = ref.crowd_np(rng, H, W, n_person=10, n_ignore=2)
+  got = jax.jit(functools.partial(rcnn.rpn_assign, cfg=dict(rpn_match_chunk=1000)))(ANCHORS, b, c, v)
+  assert_rpn(got, b, c, v)
+
+
 def test_rpn_ignore_regions_are_removed():
   """Ignore boxes take no part: an anchor equal to an ignore box is a negative."""
   ig = ANCHORS[STARTS[1] + 3 * (2 * 24 + 3)]        # a P3 anchor inside the image
