@@ -189,7 +189,7 @@ def rcnn_detections(proposals, cls_logits, box_deltas, image_hw, orig_hw, cfg=No
   proposals (P, 4) xyxy, proposal_valid (P,) bool or None; cls_logits (P, C + 1), background last;
   box_deltas (P, 4 C) class-specific; image_hw (2,) the resized, unpadded (h, w); orig_hw (2,) the original.
   score = softmax(logits)[:, c]; box = decode(proposal, deltas of c, roi_box_weights) clipped to
-  [0, w] x [0, h]; keep score > 0.05 (strict, float32); NMS per class (IoU > 0.5 suppresses), descending
+  [0, w] x [0, h]; non-finite rows dropped (cvpods at HEAD); keep score > 0.05 (strict, float32); NMS per class (IoU > 0.5 suppresses), descending
   score, equal scores by ascending (proposal, class) index; the first D; then x * orig_w / w,
   y * orig_h / h, clipped to the original image, and only THEN boxes with width or height <= 0 dropped
   (so fewer than D may remain although more candidates passed the threshold).
@@ -206,7 +206,7 @@ def rcnn_detections(proposals, cls_logits, box_deltas, image_hw, orig_hw, cfg=No
   box = box_ops.decode_deltas(proposals[:, None, :], deltas, opt("roi_box_weights"), opt("scale_clamp"))
   box = box_ops.clip_boxes(box, jnp.asarray(image_hw)).reshape(p * c, 4)
   score = prob.reshape(p * c)
-  keep = score > jnp.float32(opt("test_score_thresh"))
+  keep = (score > jnp.float32(opt("test_score_thresh"))) & jnp.all(jnp.isfinite(box), -1) & jnp.isfinite(score)
   if proposal_valid is not None:
     keep = keep & jnp.repeat(jnp.asarray(proposal_valid, bool), c)
   cls = jnp.tile(jnp.arange(c, dtype=jnp.int32), p)

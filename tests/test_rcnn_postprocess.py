@@ -130,3 +130,17 @@ def test_detections_vmap_and_errors():
   np.testing.assert_allclose(np.asarray(det.boxes)[1], np.asarray(det.boxes)[0] / 2, rtol=1e-6)
   with pytest.raises(ValueError, match="num_classes=1"):
     postprocess.rcnn_detections(props, logits[:, :1], deltas, (100, 150), (100, 150))
+
+
+def test_detections_two_classes_and_non_finite():
+  """Class-wise NMS: the same box kept once per class; a non-finite delta row is dropped."""
+  props = np.array([[10, 10, 50, 90], [10, 10, 50, 90], [60, 10, 90, 50]], np.float32)
+  logits = np.array([[3.0, 2.0, 0.0], [2.5, 2.9, 0.0], [1.0, 0.5, 0.0]], np.float32)
+  deltas = np.zeros((3, 8), np.float32)
+  deltas[2, [0, 4]] = np.inf                                   # dx of both classes
+  det = postprocess.rcnn_detections(props, logits, deltas, (100, 100), (100, 100), dict(num_classes=2))
+  v = np.asarray(det.valid)
+  # (0, class 0) 0.705, (1, class 1) 0.58; their twins are suppressed within the class; proposal 2 is dropped
+  assert v.sum() == 2
+  np.testing.assert_array_equal(np.asarray(det.classes)[v], [0, 1])
+  np.testing.assert_array_equal(np.asarray(det.boxes)[v], props[:2])

@@ -7,7 +7,9 @@ a number that depends on the RoI. Here every RoI runs the same `pooler_max_grid`
 slots per bin (default (8, 8)) and masks the slots past its own grid; the running sum visits the valid
 samples in upstream's order (rows, then columns) and adds exact zeros for the masked ones, so the result
 is upstream's. Bound: exact for every RoI whose extent on its pooling level is at most 7 Gh feature cells
-tall and 7 Gw wide (56 x 56 cells by default: 224 px on P2, 448 on P3, 896 on P4, 1792 on P5). Past the
+tall and 7 Gw wide (56 x 56 cells by default: 224 px on P2, 448 on P3, 896 on P4, 1792 on P5). A box the
+level rule sends to P2..P4 has sqrt(area) < 28 cells there, so only boxes more elongated than 4 : 1 (or
+P5 boxes over 1792 px) pass the default bound. Past the
 bound, along the axis that exceeds it, the RoI is sampled with exactly Gh (or Gw) points per bin, evenly
 spaced as a fixed sampling_ratio would place them, and the average divides by the capped count: a
 documented, deterministic approximation of upstream's denser average, never an error.
