@@ -144,3 +144,15 @@ def test_detections_two_classes_and_non_finite():
   assert v.sum() == 2
   np.testing.assert_array_equal(np.asarray(det.classes)[v], [0, 1])
   np.testing.assert_array_equal(np.asarray(det.boxes)[v], props[:2])
+
+
+def test_proposals_vmap_over_images():
+  l0, d0 = random_rpn(8)
+  l1, d1 = random_rpn(9)
+  f = functools.partial(postprocess.rpn_proposals, level_start=STARTS, train=False, cfg=SMALL)
+  batched = jax.jit(jax.vmap(lambda l, d, hw: f(ANCHORS, objectness_logits=l, anchor_deltas=d, image_hw=hw)))(
+      np.stack([l0, l1]), np.stack([d0, d1]), np.array([[H, W], [H - 20, W]]))
+  for i, (l, d) in enumerate([(l0, d0), (l1, d1)]):
+    one = proposals(l, d, False, SMALL, with_logits=False)
+    for x, y in zip(batched, one):
+      np.testing.assert_array_equal(np.asarray(x)[i], np.asarray(y))
