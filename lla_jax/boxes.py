@@ -1,6 +1,8 @@
 """Box formats, pairwise overlaps and box coders. Pure jnp, xyxy, no +1 unless a function says so."""
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 
 EPS = float(jnp.finfo(jnp.float32).eps)  # 1.1920929e-07, the clamp of the released IoU losses
@@ -171,3 +173,86 @@ def pairwise_iou_plus1(a, b):
   inter = pairwise_intersection_plus1(a, b)
   union = area_plus1(a)[:, None] + area_plus1(b)[None, :] - inter
   return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
+
+
+# Weighted delta coder of Faster R-CNN (detectron2 / cvpods cvpods/modeling/box_regression.py
+# Box2BoxTransform): no +1, width = x2 - x1, the decoded log-size clamped from above only.
+SCALE_CLAMP = math.log(1000.0 / 16)  # 4.1351666; box_regression.py _DEFAULT_SCALE_CLAMP
+
+
+def encode_deltas(src, tgt, weights=(1.0, 1.0, 1.0, 1.0)):
+  """Regression targets of tgt relative to src, (..., 4) xyxy each -> (..., 4) (dx, dy, dw, dh).
+
+  sw = x2 - x1, scx = x1 + 0.5 sw (likewise for tgt); dx = wx (tcx - scx) / sw, dy likewise,
+  dw = ww log(tw / sw), dh = wh log(th / sh). A source with no width gives inf/nan (upstream asserts
+  sw > 0): mask such rows before use.
+  """
+  src, tgt = jnp.asarray(src, jnp.float32), jnp.asarray(tgt, jnp.float32)
+  wx, wy, ww, wh = (jnp.float32(w) for w in weights)
+  sw, sh = src[..., 2] - src[..., 0], src[..., 3] - src[..., 1]
+  scx, scy = src[..., 0] + 0.5 * sw, src[..., 1] + 0.5 * sh
+  tw, th = tgt[..., 2] - tgt[..., 0], tgt[..., 3] - tgt[..., 1]
+  tcx, tcy = tgt[..., 0] + 0.5 * tw, tgt[..., 1] + 0.5 * th
+  return jnp.stack([wx * (tcx - scx) / sw, wy * (tcy - scy) / sh,
+                    ww * jnp.log(tw / sw), wh * jnp.log(th / sh)], axis=-1)
+
+
+def decode_deltas(src, deltas, weights=(1.0, 1.0, 1.0, 1.0), scale_clamp=SCALE_CLAMP):
+  """Apply deltas (..., 4) to src boxes (..., 4) xyxy -> (..., 4) xyxy.
+
+  dx = d0 / wx (a division, not a multiply by 1 / wx), dy likewise; dw = min(d2 / ww, scale_clamp),
+  dh likewise (no lower clamp); cx' = dx w + cx, w' = exp(dw) w; box = cx' -/+ 0.5 w', cy' -/+ 0.5 h'.
+  Rounded op by op as upstream (`divide`, `rounded`); only exp may differ from torch's in the last bits.
+  """
+  src, d = jnp.asarray(src, jnp.float32), jnp.asarray(deltas, jnp.float32)
+  wx, wy, ww, wh = (jnp.float32(w) for w in weights)
+  w, h = src[..., 2] - src[..., 0], src[..., 3] - src[..., 1]
+  cx, cy = src[..., 0] + 0.5 * w, src[..., 1] + 0.5 * h
+  dw = jnp.minimum(divide(d[..., 2], ww), jnp.float32(scale_clamp))
+  dh = jnp.minimum(divide(d[..., 3], wh), jnp.float32(scale_clamp))
+  px, py = rounded(divide(d[..., 0], wx) * w) + cx, rounded(divide(d[..., 1], wy) * h) + cy
+  pw, ph = jnp.exp(dw) * w, jnp.exp(dh) * h
+  return jnp.stack([px - 0.5 * pw, py - 0.5 * ph, px + 0.5 * pw, py + 0.5 * ph], axis=-1)
+
+
+def clip_boxes(b, clip_hw):
+  """Clip (..., 4) xyxy to x in [0, W], y in [0, H] (no +1); clip_hw = (H, W) broadcastable to (...)."""
+  h = jnp.asarray(clip_hw[0], jnp.float32)
+  w = jnp.asarray(clip_hw[1], jnp.float32)
+  return jnp.stack([jnp.clip(b[..., 0], 0.0, w), jnp.clip(b[..., 1], 0.0, h), jnp.clip(b[..., 2], 0.0, w),
+                    jnp.clip(b[..., 3], 0.0, h)], axis=-1)
+
+
+def rounded(x):
+  """x with every element rounded to its dtype before it meets an add.
+
+  XLA (CPU and GPU) contracts a multiply feeding an add into one fused multiply-add that rounds once, so
+  `a * b + c` can differ in the last bit from an op-by-op evaluation (torch's). A select between the
+  product and the add blocks the contraction; NaN stays NaN. Use where exact ties matter.
+  """
+  return jnp.where(jnp.isnan(x), jnp.asarray(jnp.nan, x.dtype), x)
+
+
+def divide(x, c):
+  """x / c as an IEEE division for a constant c (scalar or broadcastable).
+
+  XLA rewrites a division by a constant into a multiply by its rounded reciprocal, which differs in the
+  last bit; a divisor that depends on x (NaN exactly where x is NaN, so the quotient is unchanged) keeps
+  the division. Upstream divides (e.g. the box coder's weights, ROIAlign's bin size).
+  """
+  x = jnp.asarray(x)
+  return x / jnp.where(jnp.isnan(x), jnp.asarray(jnp.nan, x.dtype), jnp.asarray(c, x.dtype))
+
+
+def pairwise_iou_exact(a, b):
+  """a (N, 4), b (M, 4) xyxy -> (N, M) IoU rounded as an op-by-op float32 evaluation, bit for bit.
+
+  inter = max(w, 0) max(h, 0); IoU = inter / ((area_a + area_b) - inter) where inter > 0, else exactly 0
+  (cvpods cvpods/structures/boxes.py pairwise_iou), with areas (x2 - x1)(y2 - y1) unclamped. Every product
+  is rounded before it is added (`rounded`), so exactly tied IoUs stay tied (the RPN's low-quality rule
+  keeps every anchor tied at a GT's best IoU).
+  """
+  ar = lambda x: rounded((x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1]))
+  inter = rounded(pairwise_intersection(a, b))
+  union = (ar(a)[:, None] + ar(b)[None, :]) - inter
+  return jnp.where(inter > 0, inter / jnp.where(inter > 0, union, 1.0), 0.0)

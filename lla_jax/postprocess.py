@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lla_jax import boxes as box_ops
+from lla_jax.assigners.common import option
 from lla_jax.types import Detections
 
 
@@ -104,3 +106,116 @@ def fcos_detections(points, level_sizes, cls_logits, ltrb, aux_logits, image_siz
   valid = ok & nonempty
   return Detections(boxes=jnp.where(valid[..., None], out_boxes, 0.0), scores=jnp.where(valid, pick(score), 0.0),
                     classes=jnp.where(valid, pick(cls), 0).astype(jnp.int32), valid=valid)
+
+
+# Faster R-CNN (cvpods playground detection/crowdhuman/rcnn: rpn.py find_top_rpn_proposals, and
+# cvpods/modeling/roi_heads/fast_rcnn.py fast_rcnn_inference_single_image + postprocessing.py).
+RCNN_DEFAULTS = dict(
+    rpn_pre_nms_topk=(12000, 6000),       # per level, (train, test)
+    rpn_post_nms_topk=(2000, 1000),       # per image, (train, test)
+    rpn_nms_thresh=0.7,
+    rpn_min_size=2.0,                     # keep iff width > 2 and height > 2
+    rpn_box_weights=(1.0, 1.0, 1.0, 1.0),
+    rpn_clip_proposals=False,             # the playground rpn.py comments the clip out; True = stock detectron2
+    roi_box_weights=(10.0, 10.0, 5.0, 5.0),
+    num_classes=1,
+    test_score_thresh=0.05,
+    test_nms_thresh=0.5,
+    test_detections_per_image=300,
+    scale_clamp=box_ops.SCALE_CLAMP,
+)
+
+
+def _rcnn_option(cfg, name):
+  return option(cfg, name, RCNN_DEFAULTS)
+
+
+def rpn_proposals(anchors, level_start, objectness_logits, anchor_deltas, image_hw, train, cfg=None,
+                  with_logits=False):
+  """Proposals of one image: (boxes (P, 4) xyxy, valid (P,) bool[, logits (P,)]), P = post-NMS top-k.
+
+  anchors (A, 4) and level_start (L + 1,) from lla_jax.priors.rcnn_anchors (level_start must be concrete:
+  it fixes the static per-level sizes); objectness_logits (A,); anchor_deltas (A, 4); image_hw (2,) the
+  unpadded (h, w), used only with rpn_clip_proposals; train: Python bool choosing the top-k pair.
+  Per level: the min(k_pre, A_l) highest logits (ties: lowest index), decode with rpn_box_weights and the
+  clamp, NOT clipped (released config), keep width > min_size and height > min_size, NMS (IoU > 0.7
+  suppresses) among the level's survivors. Then all levels' kept boxes by logit, descending; the first P
+  are the output (ties: lower level, then the level's own order). Fewer survivors leave invalid slots
+  (boxes zero). Scores stay logits throughout (no sigmoid). No gradient flows through proposals.
+  """
+  opt = lambda name: _rcnn_option(cfg, name)
+  try:
+    starts = [int(s) for s in np.asarray(level_start)]
+  except jax.errors.JAXTypeError as e:
+    raise ValueError("rpn_proposals: level_start must be a concrete (numpy) array, not traced") from e
+  mode = 0 if train else 1
+  k_pre, k_post = int(opt("rpn_pre_nms_topk")[mode]), int(opt("rpn_post_nms_topk")[mode])
+  anchors = jnp.asarray(anchors, jnp.float32)
+  logits = jax.lax.stop_gradient(jnp.asarray(objectness_logits, jnp.float32))
+  deltas = jax.lax.stop_gradient(jnp.asarray(anchor_deltas, jnp.float32))
+  if not (anchors.shape[0] == logits.shape[0] == deltas.shape[0] == starts[-1]):
+    raise ValueError(f"rpn_proposals: anchors {tuple(anchors.shape)}, objectness_logits {tuple(logits.shape)}, "
+                     f"anchor_deltas {tuple(deltas.shape)} and level_start[-1]={starts[-1]} must agree on A")
+  min_size = jnp.float32(opt("rpn_min_size"))
+  all_boxes, all_scores, all_keep = [], [], []
+  for s, e in zip(starts[:-1], starts[1:]):
+    k = min(k_pre, e - s)
+    if k == 0:
+      continue
+    score, idx = jax.lax.top_k(logits[s:e], k)
+    box = box_ops.decode_deltas(anchors[s:e][idx], deltas[s:e][idx], opt("rpn_box_weights"), opt("scale_clamp"))
+    if opt("rpn_clip_proposals"):
+      box = box_ops.clip_boxes(box, image_hw)
+    ok = ((box[:, 2] - box[:, 0]) > min_size) & ((box[:, 3] - box[:, 1]) > min_size)
+    sel, keep = nms(box, score, ok, opt("rpn_nms_thresh"), k)
+    all_boxes.append(box[sel])
+    all_scores.append(score[sel])
+    all_keep.append(keep)
+  box, score, keep = (jnp.concatenate(x) for x in (all_boxes, all_scores, all_keep))
+  p = min(k_post, box.shape[0])
+  _, top = jax.lax.top_k(jnp.where(keep, score, -jnp.inf), p)
+  valid = keep[top]
+  out = [jnp.where(valid[:, None], box[top], 0.0), valid]
+  if with_logits:
+    out.append(jnp.where(valid, score[top], -jnp.inf))
+  out = [jnp.pad(x, ((0, k_post - p),) + ((0, 0),) * (x.ndim - 1)) for x in out]
+  return tuple(out)
+
+
+def rcnn_detections(proposals, cls_logits, box_deltas, image_hw, orig_hw, cfg=None, proposal_valid=None
+                    ) -> Detections:
+  """Box-head inference of one image -> Detections with D = test_detections_per_image slots (no batch axis).
+
+  proposals (P, 4) xyxy, proposal_valid (P,) bool or None; cls_logits (P, C + 1), background last;
+  box_deltas (P, 4 C) class-specific; image_hw (2,) the resized, unpadded (h, w); orig_hw (2,) the original.
+  score = softmax(logits)[:, c]; box = decode(proposal, deltas of c, roi_box_weights) clipped to
+  [0, w] x [0, h]; non-finite rows dropped (cvpods at HEAD); keep score > 0.05 (strict, float32); NMS per class (IoU > 0.5 suppresses), descending
+  score, equal scores by ascending (proposal, class) index; the first D; then x * orig_w / w,
+  y * orig_h / h, clipped to the original image, and only THEN boxes with width or height <= 0 dropped
+  (so fewer than D may remain although more candidates passed the threshold).
+  """
+  opt = lambda name: _rcnn_option(cfg, name)
+  c = int(opt("num_classes"))
+  proposals = jnp.asarray(proposals, jnp.float32)
+  p = proposals.shape[0]
+  if cls_logits.shape != (p, c + 1) or box_deltas.shape != (p, 4 * c):
+    raise ValueError(f"rcnn_detections: expected cls_logits ({p}, {c + 1}) and box_deltas ({p}, {4 * c}) for "
+                     f"{p} proposals and num_classes={c}; got {tuple(cls_logits.shape)}, {tuple(box_deltas.shape)}")
+  prob = jax.nn.softmax(jnp.asarray(cls_logits, jnp.float32), axis=-1)[:, :c]             # (P, C)
+  deltas = jnp.asarray(box_deltas, jnp.float32).reshape(p, c, 4)
+  box = box_ops.decode_deltas(proposals[:, None, :], deltas, opt("roi_box_weights"), opt("scale_clamp"))
+  box = box_ops.clip_boxes(box, jnp.asarray(image_hw)).reshape(p * c, 4)
+  score = prob.reshape(p * c)
+  keep = (score > jnp.float32(opt("test_score_thresh"))) & jnp.all(jnp.isfinite(box), -1) & jnp.isfinite(score)
+  if proposal_valid is not None:
+    keep = keep & jnp.repeat(jnp.asarray(proposal_valid, bool), c)
+  cls = jnp.tile(jnp.arange(c, dtype=jnp.int32), p)
+  d = int(opt("test_detections_per_image"))
+  sel, ok = batched_nms(box[None], score[None], keep[None], opt("test_nms_thresh"), d,
+                        classes=None if c == 1 else cls[None])
+  sel, ok = sel[0], ok[0]
+  hw = jnp.asarray(image_hw, jnp.float32)[None]
+  out, nonempty = to_original(box[sel][None], hw, jnp.asarray(orig_hw, jnp.float32)[None])
+  valid = ok & nonempty[0]
+  return Detections(boxes=jnp.where(valid[:, None], out[0], 0.0), scores=jnp.where(valid, score[sel], 0.0),
+                    classes=jnp.where(valid, cls[sel], 0), valid=valid)

@@ -6,6 +6,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from lla_jax.assigners.common import option
+
 
 class Points(NamedTuple):
   """Points of all levels concatenated P3..P7, row-major inside a level (lla.md §1.2, §5).
@@ -91,3 +93,78 @@ def alfnet_anchor_levels(height: int, width: int, strides: Sequence[int] = ALFNE
   """(N,) int32 level index (0 = stride 8) of every anchor of `alfnet_anchors`."""
   return np.concatenate([np.full(h * w * a, level, np.int32) for level, ((h, w), a)
                          in enumerate(zip(alfnet_level_shapes(height, width, strides), num_anchors))])
+
+
+# General anchor generator (detectron2 / cvpods cvpods/modeling/anchor_generator.py DefaultAnchorGenerator)
+# and the anchors of the released Faster R-CNN R50-FPN CrowdHuman config (P2..P6).
+RCNN_ANCHOR_DEFAULTS = dict(
+    anchor_strides=(4, 8, 16, 32, 64),                  # P2..P6; P6 = max-pool(P5, kernel 1, stride 2)
+    anchor_sizes=((32,), (64,), (128,), (256,), (512,)),  # one size per level
+    anchor_ratios=((1.0, 2.0, 3.0),),                   # h / w; one tuple for all levels or one per level
+    anchor_offset=0.0,                                  # anchors centred on the top-left corner of a cell
+    size_divisibility=32,                               # inputs are zero-padded to a multiple of 32
+)
+
+
+def cell_anchors(sizes: Sequence[float], ratios: Sequence[float]) -> np.ndarray:
+  """(len(sizes) * len(ratios), 4) float32 anchors centred on (0, 0), sizes outer, ratios inner.
+
+  For size s and ratio r = h / w: w = sqrt(s^2 / r), h = r w, box [-w/2, -h/2, w/2, h/2], computed in
+  float64 and rounded once to float32 (anchor_generator.py generate_cell_anchors).
+  """
+  out = []
+  for s in sizes:
+    for r in ratios:
+      w = math.sqrt(float(s) ** 2 / float(r))
+      h = float(r) * w
+      out.append([-w / 2.0, -h / 2.0, w / 2.0, h / 2.0])
+  return np.asarray(out, np.float64).astype(np.float32)
+
+
+def grid_anchors(shapes: Sequence[tuple], strides: Sequence[float], cells: Sequence[np.ndarray],
+                 offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+  """Anchors of several levels: (anchors (A, 4) float32 xyxy, level_start (L + 1,) int32).
+
+  shapes: (h, w) per level; strides: the level strides; cells: (K_l, 4) float32 cell anchors per level.
+  Level l covers anchors[level_start[l]:level_start[l + 1]]; inside a level the index is (i w + j) K_l + k
+  for cell (i, j) and cell anchor k. Shift of cell (i, j) = (j s + offset s, i s + offset s) in float32,
+  anchor = shift + cell anchor as one float32 add.
+  """
+  if not len(shapes) == len(strides) == len(cells):
+    raise ValueError(f"grid_anchors: {len(shapes)} shapes, {len(strides)} strides, {len(cells)} cell anchor sets")
+  out, starts = [], [0]
+  for (h, w), s, cell in zip(shapes, strides, cells):
+    xs = np.arange(w, dtype=np.float32) * np.float32(s) + np.float32(offset * s)
+    ys = np.arange(h, dtype=np.float32) * np.float32(s) + np.float32(offset * s)
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    shifts = np.stack([xx.ravel(), yy.ravel(), xx.ravel(), yy.ravel()], axis=-1)     # (h w, 4)
+    out.append((shifts[:, None, :] + np.asarray(cell, np.float32)[None]).reshape(-1, 4))
+    starts.append(starts[-1] + out[-1].shape[0])
+  return np.concatenate(out).astype(np.float32), np.asarray(starts, np.int32)
+
+
+def rcnn_anchors(padded_hw, cfg=None) -> tuple[np.ndarray, np.ndarray]:
+  """Faster R-CNN anchors of a padded input: (anchors (A, 4) float32 xyxy, level_start (6,) int32).
+
+  padded_hw: (H, W) of the zero-padded batch, multiples of `size_divisibility`. Levels P2..P6 (strides
+  4..64): P2..P5 are H / s x W / s; P6 halves P5 with ceil. Order: levels, then row-major cells, then the
+  ratios (1, 2, 3) of the cell; with offset 0 the first anchor of P2 is [-16, -16, 16, 16]. At 800 x 1408:
+  281 358 anchors. cfg: None (released values) or a ConfigDict / dict overriding RCNN_ANCHOR_DEFAULTS.
+  """
+  opt = lambda name: option(cfg, name, RCNN_ANCHOR_DEFAULTS)
+  height, width = (int(v) for v in padded_hw)
+  div = int(opt("size_divisibility"))
+  if height <= 0 or width <= 0 or height % div or width % div:
+    raise ValueError(f"rcnn_anchors: padded_hw={tuple(padded_hw)} must be positive multiples of "
+                     f"size_divisibility={div} (the batch is zero-padded to it)")
+  strides = tuple(opt("anchor_strides"))
+  sizes, ratios = tuple(opt("anchor_sizes")), tuple(opt("anchor_ratios"))
+  if len(ratios) == 1:
+    ratios = ratios * len(strides)
+  if not len(sizes) == len(ratios) == len(strides):
+    raise ValueError(f"rcnn_anchors: cfg fields anchor_sizes ({len(sizes)} levels), anchor_ratios ({len(ratios)}) "
+                     f"and anchor_strides ({len(strides)}) must describe the same levels")
+  shapes = tuple((feature_shape(height, s), feature_shape(width, s)) for s in strides)
+  cells = [cell_anchors(sz, r) for sz, r in zip(sizes, ratios)]
+  return grid_anchors(shapes, strides, cells, float(opt("anchor_offset")))
+
