@@ -82,11 +82,17 @@ _FIELD_NAMES = ("x", "y", "w", "h", "occ", "xv", "yv", "wv", "hv", "ign", "ang")
 
 
 def read_bbgt(path) -> dict:
-  """One bbGt text file -> {"version", "label": list of str, "bb" (N, 4), "occ" (N,), "bbv" (N, 4),
-  "ign" (N,), "ang" (N,)} (float64 arrays of integers; ign / ang 0 when the version lacks them), file order."""
+  """One bbGt text file -> parse_bbgt of its text (errors name the file and line)."""
   path = os.fspath(path)
   with open(path, encoding="utf-8") as f:
-    lines = f.read().splitlines()
+    return parse_bbgt(f.read(), path)
+
+
+def parse_bbgt(text: str, source: str = "bbGt text") -> dict:
+  """bbGt text -> {"version", "label": list of str, "bb" (N, 4), "occ" (N,), "bbv" (N, 4), "ign" (N,), "ang" (N,)}
+  (float64 arrays of integers; ign / ang 0 when the version lacks them), file order. Errors name `source`:line."""
+  path = source
+  lines = text.splitlines()
   version, start = 0, 0
   if lines and lines[0].lstrip().startswith("%"):
     m = re.match(r"^%\s*bbGt\s+version\s*=\s*(\S+)\s*$", lines[0].strip())
