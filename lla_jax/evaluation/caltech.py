@@ -17,9 +17,10 @@ toolbox's bbGt.m (bbLoad, evalRes, compRoc) and bbApply.m (resize), quirks inclu
   before the first point); MR = exp(mean(log(1 - recall))). No kept detection: MR = 1; no positives: NaN.
   vr = [inf inf] setups (Scale=*, Occ=none, Ar=*) ignore every GT on this path, so they are NaN (or 1).
 
-Speed: IoU with the standardised GT boxes and IoA with the original ones are computed once per padded bucket of
-images and shared by all setups (a regular GT is always standardised, an ignored one never); setups with the same
-filters share their matching. Arithmetic follows bbGt.m term by term, so the numbers agree to the last bit.
+Speed: IoU with the standardised GT boxes and IoA with the original ones are computed once, per padded bucket of
+images, for all setups (a regular GT is always standardised, an ignored one never) and kept as the sparse list of
+pairs above the lowest threshold; each setup's greedy matching then runs on a small padded tensor of the images
+and detections that have candidates. Setups with the same filters share their matching. Arithmetic follows bbGt.m term by term, so the numbers agree to the last bit.
 
 Command line: ``python -m lla_jax.evaluation caltech --gt ANNO_DIR --dt DET_DIR [--frames FRAMES.txt]
 [--setups A,B] [--bounds none] [--json] [--plot PNG]`` (see caltech_files for the layouts).
@@ -168,6 +169,42 @@ def _overlaps(d, g_iou, g_ioa):
   return out
 
 
+def _candidate_pairs(bbox, std, ex, nd, ng, threshold):
+  """The (detection, GT) pairs of the same image with IoU (standardised GT) or IoA (original GT) >= threshold, the
+  lowest threshold of the setups: every pair any setup can use. bbox (M, 4) grouped by image; std / ex (N, 4)
+  grouped by image; nd / ng (I,) counts. Returns detection and GT rows (P,), IoU and IoA (P,), in row order."""
+  dt_starts, gt_starts = np.cumsum(nd) - nd, np.cumsum(ng) - ng
+  parts = []
+  for images in size_buckets(nd, ng, np.flatnonzero((nd > 0) & (ng > 0)), _BUCKET_ELEMENTS):
+    # Padding is all zero: it overlaps nothing, so IoU / IoA 0 < every threshold.
+    dbox = pad_runs(bbox, dt_starts, nd, images)[0]
+    iou, ioa = _overlaps(dbox, pad_runs(std, gt_starts, ng, images)[0], pad_runs(ex, gt_starts, ng, images)[0])
+    b, d, g = np.nonzero((iou >= threshold) | (ioa >= threshold))
+    parts.append((dt_starts[images[b]] + d, gt_starts[images[b]] + g, iou[b, d, g], ioa[b, d, g]))
+  if not parts:
+    return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+  det, gt, iou, ioa = (np.concatenate(p) for p in zip(*parts))
+  order = np.lexsort((gt, det))
+  return det[order], gt[order], iou[order], ioa[order]
+
+
+def _greedy_matching(det, gt, iou, threshold, image, gt_starts, ng):
+  """evalRes's regular-GT matching from candidate pairs (IoU >= threshold, rows of detections in per-image score
+  order): the images with candidates go into one padded (B, D, G) tensor, D = their candidate detections in
+  score order, G = their GT in file order. Returns (M,) bool true positives over all detections."""
+  hit = np.zeros(len(image), bool)
+  if len(det) == 0:
+    return hit
+  rows, pair_row = np.unique(det, return_inverse=True)
+  images, row_image = np.unique(image[rows], return_inverse=True)
+  counts = np.bincount(row_image)
+  rank = np.arange(len(rows)) - (np.cumsum(counts) - counts)[row_image]
+  overlap = np.full((len(images), counts.max(), ng[images].max()), -np.inf)
+  overlap[row_image[pair_row], rank[pair_row], gt - gt_starts[image[det]]] = iou
+  hit[rows] = toolbox_matching(overlap, threshold)[row_image, rank]
+  return hit
+
+
 def sample_recall(fppi, recall):
   """Recall of the last point with fppi <= each reference; a sentinel (fppi -inf, recall 0) comes first. (9,)."""
   return np.concatenate([[0.0], recall])[np.searchsorted(fppi, FPPI_REFS, side="right")]
@@ -206,7 +243,7 @@ def evaluate(gt: caltech_files.GroundTruth, dt: caltech_files.Detections, setups
   image, score, bbox = dt.image[order], dt.score[order], dt.bbox[order]
   nd = np.bincount(image, minlength=n_images)
   ng = np.bincount(gt.image, minlength=n_images)
-  dt_starts, gt_starts = np.cumsum(nd) - nd, np.cumsum(ng) - ng
+  gt_starts = np.cumsum(ng) - ng
   ex = extents(gt.bb, gt.ang)
   std = standardised(ex)
   vis = visible_fraction(gt)
@@ -218,27 +255,26 @@ def evaluate(gt: caltech_files.GroundTruth, dt: caltech_files.Detections, setups
     groups.setdefault((s.hr, s.vr, s.filter, s.overlap), []).append(name)
   ignored = {k: gt_ignored(gt, SETUPS[v[0]], bounds, vis) for k, v in groups.items()}
   keep = {k: detection_kept(bbox[:, 3], SETUPS[v[0]]) for k, v in groups.items()}
-  tp = {k: np.zeros(len(score), bool) for k in groups}
-  in_ignore = {k: np.zeros(len(score), bool) for k in groups}
+  pair_det, pair_gt, pair_iou, pair_ioa = _candidate_pairs(bbox, std, ex, nd, ng, min(k[3] for k in groups))
+  tp, in_ignore = {}, {}
+  for k in groups:
+    t, ign = k[3], ignored[k]
+    kept = keep[k][pair_det]
+    regular = kept & ~ign[pair_gt] & (pair_iou >= t)
+    hit = _greedy_matching(pair_det[regular], pair_gt[regular], pair_iou[regular], t, image, gt_starts, ng)
+    tp[k] = hit
+    in_ignore[k] = np.zeros(len(score), bool)
+    in_ignore[k][pair_det[kept & ign[pair_gt] & (pair_ioa >= t)]] = True
+    in_ignore[k] &= ~hit
 
-  for images in size_buckets(nd, ng, np.flatnonzero((nd > 0) & (ng > 0)), _BUCKET_ELEMENTS):
-    # Padding is all zero: it overlaps nothing, so IoU / IoA 0 < every threshold.
-    dbox, (row, rank, src) = pad_runs(bbox, dt_starts, nd, images)
-    iou, ioa = _overlaps(dbox, pad_runs(std, gt_starts, ng, images)[0], pad_runs(ex, gt_starts, ng, images)[0])
-    for k in groups:
-      t = k[3]
-      dk = pad_runs(keep[k], dt_starts, nd, images)[0][:, :, None]
-      gi = pad_runs(ignored[k], gt_starts, ng, images)[0][:, None, :]
-      hit = toolbox_matching(np.where(dk & ~gi, iou, -np.inf), t)
-      ign_hit = (dk & gi & (ioa >= t)).any(axis=2) & ~hit
-      tp[k][src] = hit[row, rank]
-      in_ignore[k][src] = ign_hit[row, rank]
-
+  # compRoc's stable score sort of all images' rows (image order, then each image's order); the kept rows of a
+  # setup are a subsequence, so their stable sort is this order restricted to them.
+  by_score = np.argsort(-score, kind="stable")
   results = {}
   for k, members in groups.items():
     n_pos = int((~ignored[k]).sum())
-    listed = keep[k] & ~in_ignore[k]
-    is_tp = tp[k][listed][np.argsort(-score[listed], kind="stable")]
+    listed = (keep[k] & ~in_ignore[k])[by_score]
+    is_tp = tp[k][by_score][listed]
     if len(is_tp) == 0:
       fppi, recall, recall_at, mr = np.zeros(0), np.zeros(0), np.zeros(len(FPPI_REFS)), 1.0
     else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 
 import numpy as np
 
@@ -88,10 +89,8 @@ def read_bbgt(path) -> dict:
     return parse_bbgt(f.read(), path)
 
 
-def parse_bbgt(text: str, source: str = "bbGt text") -> dict:
-  """bbGt text -> {"version", "label": list of str, "bb" (N, 4), "occ" (N,), "bbv" (N, 4), "ign" (N,), "ang" (N,)}
-  (float64 arrays of integers; ign / ang 0 when the version lacks them), file order. Errors name `source`:line."""
-  path = source
+def _bbgt_rows(text: str, path: str):
+  """(version, labels, rows of 11 numbers) of bbGt text; errors name path:line."""
   lines = text.splitlines()
   version, start = 0, 0
   if lines and lines[0].lstrip().startswith("%"):
@@ -100,20 +99,32 @@ def parse_bbgt(text: str, source: str = "bbGt text") -> dict:
       raise InputError(f"{path}:1: expected the header '% bbGt version=V' with V in 0..3, got {lines[0]!r}")
     version, start = int(m.group(1)), 1
   m = BBGT_FIELDS[version]
-  labels, rows = [], []
+  labels, rows, pad = [], [], [0] * (12 - m)
   for n in range(start, len(lines)):
     tokens = lines[n].split()
     if not tokens:
       continue
-    where = f"{path}:{n + 1}"
     if len(tokens) != m:
-      raise InputError(f"{where}: expected {m} fields for bbGt version {version} "
+      raise InputError(f"{path}:{n + 1}: expected {m} fields for bbGt version {version} "
                        f"('lbl {' '.join(_FIELD_NAMES[:m - 1])}'), got {len(tokens)}")
     labels.append(tokens[0])
-    rows.append([_integer(t, where, _FIELD_NAMES[k]) for k, t in enumerate(tokens[1:])] + [0] * (12 - m))
+    try:
+      rows.append([int(t) for t in tokens[1:]] + pad)
+    except ValueError:
+      rows.append([_integer(t, f"{path}:{n + 1}", _FIELD_NAMES[k]) for k, t in enumerate(tokens[1:])] + pad)
+  return version, labels, rows
+
+
+def _objects(labels, rows) -> dict:
   a = np.asarray(rows, np.float64).reshape(-1, 11)
-  return {"version": version, "label": labels, "bb": a[:, 0:4], "occ": a[:, 4], "bbv": a[:, 5:9],
-          "ign": a[:, 9], "ang": a[:, 10]}
+  return {"label": labels, "bb": a[:, 0:4], "occ": a[:, 4], "bbv": a[:, 5:9], "ign": a[:, 9], "ang": a[:, 10]}
+
+
+def parse_bbgt(text: str, source: str = "bbGt text") -> dict:
+  """bbGt text -> {"version", "label": list of str, "bb" (N, 4), "occ" (N,), "bbv" (N, 4), "ign" (N,), "ang" (N,)}
+  (float64 arrays of integers; ign / ang 0 when the version lacks them), file order. Errors name `source`:line."""
+  version, labels, rows = _bbgt_rows(text, source)
+  return {"version": version, **_objects(labels, rows)}
 
 
 def bbgt_text(labels, bb, occ=None, bbv=None, ign=None, ang=None) -> str:
@@ -151,30 +162,42 @@ class GroundTruth:
 
   @classmethod
   def from_objects(cls, per_image):
-    """per_image: a list (one entry per image, evaluation order) of read_bbgt-like dicts."""
-    parts = {k: [] for k in ("image", "ign_lbl", "bb", "occ", "bbv", "ign", "ang")}
+    """per_image: a list (one entry per image, evaluation order) of parse_bbgt-like dicts."""
+    image, labels, rows = [], [], []
     for i, o in enumerate(per_image):
-      keep = np.asarray([lbl in LABELS for lbl in o["label"]], bool)
-      parts["image"].append(np.full(int(keep.sum()), i, np.int64))
-      parts["ign_lbl"].append(np.asarray([lbl == "ignore" for lbl in o["label"]], bool)[keep])
-      for k in ("bb", "occ", "bbv", "ign", "ang"):
-        parts[k].append(np.asarray(o[k], np.float64)[keep])
-    cat = lambda k, shape: np.concatenate(parts[k]) if parts[k] else np.zeros(shape)
-    return cls(len(per_image), cat("image", 0).astype(np.int64), cat("ign_lbl", 0).astype(bool), cat("bb", (0, 4)),
-               cat("occ", 0), cat("bbv", (0, 4)), cat("ign", 0), cat("ang", 0))
+      n = len(o["label"])
+      image += [i] * n
+      labels += list(o["label"])
+      rows += np.concatenate([np.reshape(o["bb"], (n, 4)), np.reshape(o["occ"], (n, 1)), np.reshape(o["bbv"], (n, 4)),
+                              np.reshape(o["ign"], (n, 1)), np.reshape(o["ang"], (n, 1))], axis=1).tolist()
+    return cls._from_rows(len(per_image), image, labels, rows)
+
+  @classmethod
+  def _from_rows(cls, n_images, image, labels, rows):
+    keep = np.asarray([lbl in LABELS for lbl in labels], bool).reshape(-1)
+    o = _objects(labels, rows)
+    return cls(n_images, np.asarray(image, np.int64).reshape(-1)[keep],
+               np.asarray([lbl == "ignore" for lbl in labels], bool).reshape(-1)[keep], o["bb"][keep], o["occ"][keep],
+               o["bbv"][keep], o["ign"][keep], o["ang"][keep])
 
 
 def load_gt_dir(anno_dir, frames) -> GroundTruth:
   """ANNO_DIR/setSS_VVVV_IFFFFF.txt of every frame (a missing file is an error, as in bbGt bbLoad)."""
   anno_dir = os.fspath(anno_dir)
-  per_image = []
-  for key in frames:
+  image, labels, rows = [], [], []
+  for i, key in enumerate(frames):
     path = os.path.join(anno_dir, frame_name(*key) + ".txt")
-    if not os.path.isfile(path):
+    try:
+      with open(path, encoding="utf-8") as f:
+        text = f.read()
+    except FileNotFoundError:
       raise InputError(f"{path}: no annotation file for frame {frame_name(*key)} (every evaluated frame needs "
-                       "one; an image without people has a file with the header line only)")
-    per_image.append(read_bbgt(path))
-  return GroundTruth.from_objects(per_image)
+                       "one; an image without people has a file with the header line only)") from None
+    _, lbl, r = _bbgt_rows(text, path)
+    image += [i] * len(lbl)
+    labels += lbl
+    rows += r
+  return GroundTruth._from_rows(len(frames), image, labels, rows)
 
 
 # ------------------------------------------------------------------------------------------------ detections
@@ -212,34 +235,36 @@ def round_significant(values, digits: int = 5) -> np.ndarray:
 
 
 def _numbers(path, columns):
-  """Rows of a numeric text file (whitespace or comma separated; blank lines skipped) -> (rows (K, columns),
-  line numbers (K,)); a row with another field count or a non-number names the line."""
+  """Rows of a numeric text file (whitespace or comma separated; blank lines skipped) -> (K, columns) float64; a
+  row with another field count or a non-finite number names the line."""
   with open(path, encoding="utf-8") as f:
-    lines = f.read().replace(",", " ").splitlines()
-  tokens, numbers = [], []
+    text = f.read().replace(",", " ")
+  lines = text.splitlines()
+  rows = None
+  if text.strip():
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      try:
+        rows = np.loadtxt(lines, dtype=np.float64, ndmin=2, comments=None)
+      except ValueError:
+        rows = None
+  else:
+    rows = np.zeros((0, columns))
+  if rows is not None and rows.shape[1] == columns and np.isfinite(rows).all():
+    return rows
+  form = "frame+1 x y w h score" if columns == 6 else "x y w h score"
   for n, line in enumerate(lines, 1):
     t = line.split()
-    if not t:
-      continue
-    if len(t) != columns:
-      form = "frame+1 x y w h score" if columns == 6 else "x y w h score"
+    if t and len(t) != columns:
       raise InputError(f"{path}:{n}: expected {columns} numbers ({form}), got {len(t)} fields")
-    tokens.extend(t)
-    numbers.append(n)
-  try:
-    rows = np.asarray(tokens, np.float64).reshape(-1, columns)
-  except ValueError:
-    rows = None
-  if rows is None or not np.isfinite(rows).all():
-    for n in numbers:
-      for t in lines[n - 1].split():
-        try:
-          ok = np.isfinite(float(t))
-        except ValueError:
-          ok = False
-        if not ok:
-          raise InputError(f"{path}:{n}: {t!r} is not a finite number")
-  return rows, np.asarray(numbers, np.int64)
+    for token in t:
+      try:
+        ok = np.isfinite(float(token))
+      except ValueError:
+        ok = False
+      if not ok:
+        raise InputError(f"{path}:{n}: {token!r} is not a finite number")
+  raise InputError(f"{path}: could not be read as rows of {columns} numbers ({form})")
 
 
 def detection_layout(dt_dir, frames) -> dict:
@@ -262,33 +287,38 @@ def load_detections(dt_dir, frames) -> Detections:
   """Detections of the listed frames from DET_DIR in either layout (module doc), in evaluation order of the
   images and file order within an image. Per-frame files are rounded to 5 significant digits."""
   dt_dir = os.fspath(dt_dir)
-  index = {key: i for i, key in enumerate(frames)}
+  videos = {}  # (set, video) -> [(frame, image index)]
+  for i, (s, v, f) in enumerate(frames):
+    videos.setdefault((s, v), []).append((f, i))
   layout = detection_layout(dt_dir, frames)
-  images, boxes = [], []
+  images, boxes, rounded = [], [], []
   for (s, v), kind in layout.items():
     base = os.path.join(dt_dir, f"set{s:02d}", f"V{v:03d}")
     if kind == "video":
-      rows, _ = _numbers(base + ".txt", 6)
-      wanted = {f + 1: index[(s, v, f)] for (s2, v2, f) in frames if (s2, v2) == (s, v)}
-      img = np.asarray([wanted.get(x, -1) if float(x).is_integer() else -1 for x in rows[:, 0].tolist()], np.int64)
-      keep = img >= 0
-      images.append(img[keep])
-      boxes.append(rows[keep, 1:6])
+      rows = _numbers(base + ".txt", 6)
+      lut = np.full(max(f for f, _ in videos[(s, v)]) + 2, -1, np.int64)
+      for f, i in videos[(s, v)]:
+        lut[f + 1] = i
+      col = rows[:, 0]
+      known = (col == np.floor(col)) & (col >= 0) & (col < len(lut))  # rows of other frames match nothing
+      img = np.where(known, lut[np.where(known, col, 0).astype(np.int64)], -1)
+      images.append(img[img >= 0])
+      boxes.append(rows[img >= 0, 1:6])
+      rounded.append(np.zeros(int((img >= 0).sum()), bool))
       continue
-    for (s2, v2, f) in frames:
-      if (s2, v2) != (s, v):
-        continue
+    for f, i in videos[(s, v)]:
       path = os.path.join(base, f"I{f:05d}.txt")
       if not os.path.isfile(path):
         raise InputError(f"{path}: missing detection file of frame {frame_name(s, v, f)} (the per-frame layout "
                          "needs one file per evaluated frame; an empty file means no detections)")
-      rows, _ = _numbers(path, 5)
-      images.append(np.full(len(rows), index[(s, v, f)], np.int64))
-      boxes.append(round_significant(rows))
+      rows = _numbers(path, 5)
+      images.append(np.full(len(rows), i, np.int64))
+      boxes.append(rows)
+      rounded.append(np.ones(len(rows), bool))
   if not images:
     return Detections(np.zeros(0), np.zeros((0, 4)), np.zeros(0))
-  image = np.concatenate(images)
-  rows = np.concatenate(boxes)
+  image, rows, rounded = np.concatenate(images), np.concatenate(boxes), np.concatenate(rounded)
+  rows[rounded] = round_significant(rows[rounded])  # dbEval's dlmwrite consolidation of per-frame files
   order = np.argsort(image, kind="stable")
   return Detections(image[order], rows[order, :4], rows[order, 4])
 

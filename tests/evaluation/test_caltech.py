@@ -233,3 +233,10 @@ def test_standard_test_list():
   assert per_set == {6: 1155, 7: 746, 8: 657, 9: 738, 10: 728}
   assert all(f % 30 == 29 for _, _, f in frames)
   assert caltech_files.parse_frame_name("set06_V000_29.png") == (6, 0, 29)
+
+
+def test_larger_random_case_matches_reference(tmp_path):
+  # 90 frames over 15 videos: ties across images, several padded buckets, many candidate pairs per image.
+  rng = np.random.default_rng(100)
+  anno, det, frames = random_case(rng, str(tmp_path), n_frames=90)
+  check_against_reference(anno, det, frames)
