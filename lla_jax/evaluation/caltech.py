@@ -233,6 +233,8 @@ def evaluate(gt: caltech_files.GroundTruth, dt: caltech_files.Detections, setups
     if name not in SETUPS:
       raise InputError(f"unknown setup {name!r}; known: {', '.join(SETUPS)}")
   bounds = parse_bounds(bounds)
+  if not names:
+    return {}
   n_images = gt.n_images
   if len(dt.image) and (dt.image.min() < 0 or dt.image.max() >= n_images):
     raise InputError(f"detection image indices must lie in [0, {n_images})")
