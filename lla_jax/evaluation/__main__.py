@@ -2,6 +2,7 @@
 
   python -m lla_jax.evaluation crowdhuman --gt GT.odgt --dt DT.odgt [--no-ji] [--json] [--plot PNG]
   python -m lla_jax.evaluation citypersons --gt GT.json --dt DT.json [--setups A,B] [--iou 0.5] [--json] [--plot PNG]
+  python -m lla_jax.evaluation caltech --gt ANNO_DIR --dt DET_DIR [--frames F] [--setups A,B] [--bounds none] [--json]
 
 Without --json a readable table (percentages); with --json one JSON object (fractions in [0, 1], null where
 undefined) on the last line. Bad input: a message naming the file, line / entry and ID on stderr, exit status 2.
@@ -13,7 +14,7 @@ import json
 import math
 import sys
 
-from lla_jax.evaluation import InputError
+from lla_jax.evaluation import InputError, caltech
 
 
 def _fraction(v):
@@ -77,9 +78,10 @@ def main(argv=None) -> int:
   for p in (ch, cp):
     p.add_argument("--json", action="store_true", help="print one JSON object of fractions on the last line")
     p.add_argument("--plot", default=None, metavar="PNG", help="write the miss rate vs FPPI curve(s)")
+  caltech.add_parser(sub)  # its own options; dispatches through args.run
   args = parser.parse_args(argv)
   try:
-    (_crowdhuman if args.benchmark == "crowdhuman" else _citypersons)(args)
+    (getattr(args, "run", None) or (_crowdhuman if args.benchmark == "crowdhuman" else _citypersons))(args)
   except (InputError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
