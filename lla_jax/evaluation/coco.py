@@ -142,32 +142,36 @@ def image_ids(images) -> list:
   return list(range(1, len(images) + 1))
 
 
-def find_image(ref: Annotations, image_id, where: str, coco_images: dict | None = None):
-  """The Image of `ref` a COCO / CityPersons image_id names: through coco_images {id: file_name} when given,
-  else an equal numeric id, else (string ids) an equal name or file. InputError naming it otherwise."""
-  index = getattr(ref, "_id_index", None)
-  if index is None:
-    index = {}
-    for i, im in zip(image_ids(ref.images), ref.images):
-      index[("id", i)] = im
-    for im in ref.images:
-      index[("name", im.name)] = im
+class ImageIndex:
+  """Finds the image of a ground truth `ref` that a COCO / CityPersons image_id names -> its position in ref:
+  through coco_images {id: file_name} (a COCO ground truth's images) when given, else an integer id equal to
+  the image's numeric id (1-based position where the GT has none), else a string id equal to its name or file
+  name. Anything else is an InputError naming the entry and the id."""
+
+  def __init__(self, ref: Annotations, coco_images: dict | None = None):
+    self.ref, self.coco_images = ref, coco_images
+    self.by_id = {i: k for k, i in enumerate(image_ids(ref.images))}
+    self.by_name = {}
+    for k, im in enumerate(ref.images):
+      self.by_name[im.name] = k
+    for k, im in enumerate(ref.images):
       if im.file is not None:
-        index.setdefault(("name", im.file), im)
-    ref._id_index = index
-  if coco_images is not None:
-    if image_id not in coco_images:
-      raise InputError(f"{where}: image_id {image_id!r} is not in the COCO ground truth's images")
-    found = index.get(("name", stem(coco_images[image_id])))
-  elif isinstance(image_id, str):
-    found = index.get(("name", image_id)) or index.get(("name", stem(image_id)))
-  elif isinstance(image_id, int) and not isinstance(image_id, bool):
-    found = index.get(("id", image_id))
-  else:
-    raise InputError(f"{where}: image_id must be an integer or a string, got {image_id!r}")
-  if found is None:
-    raise InputError(f"{where}: image_id {image_id!r} matches no image of the ground truth {ref.source}")
-  return found
+        self.by_name.setdefault(im.file, k)
+
+  def __call__(self, image_id, where: str) -> int:
+    if self.coco_images is not None:
+      if image_id not in self.coco_images:
+        raise InputError(f"{where}: image_id {image_id!r} is not in the COCO ground truth's images")
+      found = self.by_name.get(stem(self.coco_images[image_id]))
+    elif isinstance(image_id, str):
+      found = self.by_name.get(image_id, self.by_name.get(stem(image_id)))
+    elif isinstance(image_id, int) and not isinstance(image_id, bool):
+      found = self.by_id.get(image_id)
+    else:
+      raise InputError(f"{where}: image_id must be an integer or a string, got {image_id!r}")
+    if found is None:
+      raise InputError(f"{where}: image_id {image_id!r} matches no image of the ground truth {self.ref.source}")
+    return found
 
 
 # ------------------------------------------------------------------------------------------------- COCO read
@@ -202,7 +206,7 @@ def read_coco(data, source: str, kind: str | None = None, ref: Annotations | Non
       raise InputError(f"{source}: COCO detections name images by number; pass the ground truth (--gt FILE)")
     cats = {category if category is not None else PERSON}
     out = [Image(im.name, im.file, im.id, im.width, im.height) for im in ref.images]
-    slot = {id(im): k for k, im in enumerate(ref.images)}
+    find = ImageIndex(ref, coco_images)
     for k, d in enumerate(data):
       where = f"{source}: detection [{k}]"
       if not isinstance(d, dict) or "bbox" not in d or "score" not in d or "image_id" not in d:
@@ -210,7 +214,7 @@ def read_coco(data, source: str, kind: str | None = None, ref: Annotations | Non
       if d.get("category_id", PERSON) not in cats:
         _other_category(where, d.get("category_id"), category, dropped)
         continue
-      im = out[slot[id(find_image(ref, d["image_id"], where, coco_images))]]
+      im = out[find(d["image_id"], where)]
       if not number(d["score"]):
         raise InputError(f"{where}: 'score' must be a finite number, got {d['score']!r}")
       extra = {key: v for key, v in d.items() if key not in _COCO_ANN_KEYS}
@@ -272,6 +276,7 @@ def write_coco(ann: Annotations, ref: Annotations | None = None, dropped: dict |
     if ref is None:
       raise InputError(f"{ann.source}: COCO detections name images by number; pass the ground truth (--gt FILE)")
     ids = dict(zip((im.name for im in ref.images), image_ids(ref.images)))
+    ref_images = ref.by_name()
     out = []
     for im in ann.images:
       if im.boxes and im.name not in ids:
@@ -279,7 +284,7 @@ def write_coco(ann: Annotations, ref: Annotations | None = None, dropped: dict |
                          f"truth {ref.source}")
       for b in im.boxes:
         out.append({**b.extra, "image_id": ids[im.name], "category_id": PERSON, "bbox": b.box, "score": b.score})
-      _count_lost(im, dropped, ref.by_name().get(im.name))
+      _count_lost(im, dropped, ref_images.get(im.name))
     return out
   images, annotations = [], []
   for image_id, im in zip(image_ids(ann.images), ann.images):
@@ -362,13 +367,13 @@ def citypersons_dt(dets: list, gt: dict, source: str = "DT", coco_images: dict |
   truth's file names when `coco_images` is given; else the ids must be the GT's own, or its im_names)."""
   images = [Image(stem(r.get("im_name", r.get("id"))), r.get("im_name"), r.get("id"))
             for r in gt.get("images", []) if isinstance(r, dict)]
-  ref = Annotations("gt", images, "GT")
+  find = ImageIndex(Annotations("gt", images, "GT"), coco_images)
   out = []
   for k, d in enumerate(dets):
     where = f"{source}: detection [{k}]"
     if not isinstance(d, dict) or "image_id" not in d:
       raise InputError(f"{where}: expected an object with 'image_id', 'category_id', 'bbox', 'score'")
-    out.append({**d, "image_id": find_image(ref, d["image_id"], where, coco_images).id})
+    out.append({**d, "image_id": images[find(d["image_id"], where)].id})
   return out
 
 
