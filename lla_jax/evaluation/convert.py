@@ -90,7 +90,7 @@ def read_odgt(path, kind=None) -> Annotations:
       rest = {k: v for k, v in sub.items() if k not in ("ignore", "label")}
       if rest:
         extra["extra"] = rest
-      ignore = b["tag"] != "person" or bool(sub.get("ignore", 0))  # the protocol's rule (evaluation.md A.2)
+      ignore = b["tag"] != "person" or bool(sub.get("ignore", 0))  # CrowdDet / cvpods evaluation rule
       im.boxes.append(Box(xywh(b["fbox"], at + " fbox"), ignore=ignore,
                           vis=xywh(b["vbox"], at + " vbox") if "vbox" in b else None,
                           head=xywh(b["hbox"], at + " hbox") if "hbox" in b else None,
