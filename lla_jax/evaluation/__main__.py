@@ -3,6 +3,11 @@
   python -m lla_jax.evaluation crowdhuman --gt GT.odgt --dt DT.odgt [--no-ji] [--json] [--plot PNG]
   python -m lla_jax.evaluation citypersons --gt GT.json --dt DT.json [--setups A,B] [--iou 0.5] [--json] [--plot PNG]
   python -m lla_jax.evaluation caltech --gt ANNO_DIR --dt DET_DIR [--frames F] [--setups A,B] [--bounds none] [--json]
+  python -m lla_jax.evaluation convert IN OUT --to FORMAT [...]    (see lla_jax/evaluation/convert.py)
+
+--dt may also be COCO-format detections (a JSON list, detected from the contents; lla_jax/evaluation/coco.py);
+--coco-gt COCO.json maps their image ids through that COCO ground truth's file names.
+>>>>>>> coco
 
 Without --json a readable table (percentages); with --json one JSON object (fractions in [0, 1], null where
 undefined) on the last line. Bad input: a message naming the file, line / entry and ID on stderr, exit status 2.
@@ -14,7 +19,7 @@ import json
 import math
 import sys
 
-from lla_jax.evaluation import InputError, caltech
+from lla_jax.evaluation import InputError, caltech, coco, convert
 
 
 def _fraction(v):
@@ -27,7 +32,9 @@ def _percent(v):
 
 def _crowdhuman(args):
   from lla_jax.evaluation import crowdhuman
-  r = crowdhuman.evaluate(crowdhuman.load_odgt(args.gt), crowdhuman.load_odgt(args.dt), compute_ji=not args.no_ji)
+  gt = crowdhuman.load_odgt(args.gt)
+  dt = coco.load_detections(args.dt, gt, "crowdhuman", args.coco_gt)
+  r = crowdhuman.evaluate(gt, crowdhuman.load_odgt(args.dt) if dt is None else dt, compute_ji=not args.no_ji)
   metrics = {key: _fraction(r[key]) for key in ("AP", "MR", "Recall", "JI")}
   if args.plot:
     from lla_jax.evaluation import plots
@@ -46,7 +53,8 @@ def _citypersons(args):
   from lla_jax.evaluation import citypersons
   setups = [s.strip() for s in args.setups.split(",") if s.strip()] if args.setups else None
   gt = citypersons.load_gt(args.gt)
-  dt = citypersons.load_dt(args.dt, gt)
+  dt = coco.load_detections(args.dt, gt, "citypersons", args.coco_gt)
+  dt = citypersons.load_dt(args.dt, gt) if dt is None else dt
   r = citypersons.evaluate(gt, dt, setups=setups, iou=args.iou)
   other = sum(1 for d in dt if isinstance(d, dict) and d.get("category_id") != citypersons.PERSON)
   if other:
@@ -78,10 +86,15 @@ def main(argv=None) -> int:
   for p in (ch, cp):
     p.add_argument("--json", action="store_true", help="print one JSON object of fractions on the last line")
     p.add_argument("--plot", default=None, metavar="PNG", help="write the miss rate vs FPPI curve(s)")
+    p.add_argument("--coco-gt", default=None, metavar="JSON", help="COCO ground truth naming --dt's image ids")
   caltech.add_parser(sub)  # its own options; dispatches through args.run
+  convert.add_arguments(sub.add_parser("convert", help="odgt / CityPersons / Caltech / COCO, gt or dt, both ways"))
   args = parser.parse_args(argv)
   try:
-    (getattr(args, "run", None) or (_crowdhuman if args.benchmark == "crowdhuman" else _citypersons))(args)
+    if args.benchmark == "convert":
+      print(convert.run(args))
+    else:
+      (getattr(args, "run", None) or (_crowdhuman if args.benchmark == "crowdhuman" else _citypersons))(args)
   except (InputError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
