@@ -1,4 +1,4 @@
-"""Command line: evaluate detection files against CrowdHuman / CityPersons ground truth.
+"""Command line: evaluate detection files (CrowdHuman, CityPersons, Caltech) and convert between formats.
 
   python -m lla_jax.evaluation crowdhuman --gt GT.odgt --dt DT.odgt [--no-ji] [--json] [--plot PNG]
   python -m lla_jax.evaluation citypersons --gt GT.json --dt DT.json [--setups A,B] [--iou 0.5] [--json] [--plot PNG]
@@ -7,7 +7,6 @@
 
 --dt may also be COCO-format detections (a JSON list, detected from the contents; lla_jax/evaluation/coco.py);
 --coco-gt COCO.json maps their image ids through that COCO ground truth's file names.
->>>>>>> coco
 
 Without --json a readable table (percentages); with --json one JSON object (fractions in [0, 1], null where
 undefined) on the last line. Bad input: a message naming the file, line / entry and ID on stderr, exit status 2.
