@@ -56,7 +56,7 @@ def worker(workdir, process_id, num_processes, port):
                            process_id=process_id)
   import jax
   import data_pipelines
-  from lla_jax import checkpointing, sharding, train
+  from lla_jax import checkpointing, sharding, train, train_state
   from lla_jax.methods import get_method
 
   assert jax.process_count() == num_processes and jax.device_count() == 4, (jax.process_count(), jax.devices())
@@ -73,7 +73,7 @@ def worker(workdir, process_id, num_processes, port):
   # Threefry keys make the Flax initialisation compile ~8x slower on CPU; any random weights will do.
   with jax.default_prng_impl("unsafe_rbg"):
     train.train_and_evaluate(config, run_dir)
-    target = train.abstract_train_state(config, get_method(config), sharding.make_mesh())
+    target = train_state.abstract_train_state(config, get_method(config), sharding.make_mesh())
   out = {}
   for name in (f"run_{num_processes}", "run_2") if num_processes == 1 else (f"run_{num_processes}",):
     ckpt = checkpointing.Checkpoints(os.path.join(workdir, name))
