@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import base
-from lla_jax import weights
+from lla_jax import convert, weights
 from lla_jax.models import detector, mobilenet, resnet
 
 HW = (64, 96)
