@@ -13,7 +13,7 @@ import json
 import math
 import sys
 
-from lla_jax.evaluation import InputError
+from lla_jax.evaluation import InputError, citypersons, crowdhuman, odgt, plots
 
 
 def _fraction(v):
@@ -25,11 +25,9 @@ def _percent(v):
 
 
 def _crowdhuman(args):
-  from lla_jax.evaluation import crowdhuman
-  r = crowdhuman.evaluate(crowdhuman.load_odgt(args.gt), crowdhuman.load_odgt(args.dt), compute_ji=not args.no_ji)
+  r = crowdhuman.evaluate(odgt.load(args.gt), odgt.load(args.dt), compute_ji=not args.no_ji)
   metrics = {key: _fraction(r[key]) for key in ("AP", "MR", "Recall", "JI")}
   if args.plot:
-    from lla_jax.evaluation import plots
     plots.plot_mr_fppi({"CrowdHuman": (r["curve"]["fppi"], r["curve"]["miss"], r["MR"])}, args.plot,
                        title="CrowdHuman (body)")
   if args.json:
@@ -42,7 +40,6 @@ def _crowdhuman(args):
 
 
 def _citypersons(args):
-  from lla_jax.evaluation import citypersons
   setups = [s.strip() for s in args.setups.split(",") if s.strip()] if args.setups else None
   gt = citypersons.load_gt(args.gt)
   dt = citypersons.load_dt(args.dt, gt)
@@ -51,7 +48,6 @@ def _citypersons(args):
   if other:
     print(f"note: {other} detections with category_id != {citypersons.PERSON} are not evaluated", file=sys.stderr)
   if args.plot:
-    from lla_jax.evaluation import plots
     plots.plot_mr_fppi({n: (v["fppi"], v["miss"], v["MR"]) for n, v in r.items()}, args.plot,
                        title=f"CityPersons (IoU {args.iou:g})")
   if args.json:
