@@ -1,7 +1,8 @@
 """lla-jax entry point: python main.py --config=configs/quickstart.py --workdir=W [--mode=...]
 
-Modes: train (train, resuming from the workdir, then evaluate), eval (restore a checkpoint and
-evaluate), predict (draw detections on a folder of images). Overrides: --config.train.batch_size=8.
+Modes: train (train, resuming from the workdir, then evaluate), eval (restore a checkpoint and run the
+evaluators of config.evals), predict (draw detections on a folder of images), convert (a weights file
+into a checkpoint; lla_jax/convert.py). Overrides: --config.train.batch_size=8.
 Multi-host: one process per host with --coordinator_address=HOST:PORT --num_processes=N --process_id=I,
 or launched by SLURM / Open MPI (srun, mpirun) with nothing extra (lla_jax/distributed.py).
 """

@@ -1,12 +1,12 @@
 """Quick start: ALFNet-2s with a tiny from-scratch ResNet-18 on the built-in synthetic crowds, about
 ten minutes on a 2-core CPU (training and evaluation). Evaluated with the CityPersons MR setups at
-IoU 0.5 and 0.75 (config.eval_protocol).
+IoU 0.5 and 0.75 (config.evals).
 
 python main.py --config=configs/alfnet_quickstart.py --workdir=/tmp/alf_q
 python main.py --config=configs/alfnet_quickstart.py:1 --workdir=/tmp/alf_q1    # ALFNet-1s (":3": 3 steps)
 python main.py --config=configs/alfnet_quickstart.py --workdir=/tmp/alf_qa --config.alfnet.alternating=True
 """
-from configs.alfnet_r50_2s import alfnet_config
+from configs.alfnet import alfnet_config
 
 
 def get_config(num_steps="2"):

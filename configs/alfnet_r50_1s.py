@@ -1,9 +1,6 @@
-"""ALFNet-1s, ResNet-50 (Keras-v1 layout), CityPersons (alfnet.md §9; thresholds §7).
-
-python main.py --config=configs/alfnet_r50_1s.py --workdir=W --config.data.data_dir=PREPARED
-"""
-from configs.alfnet_r50_2s import alfnet_config
+"""configs/alfnet.py:r50,steps=1 under its earlier name."""
+from configs import alfnet
 
 
 def get_config():
-  return alfnet_config(1)
+  return alfnet.get_config("r50,steps=1")

@@ -1,4 +1,5 @@
-"""ATSS baseline, ResNet-50 FPN, CrowdHuman (lla.md §12): as FCOS but the adaptive IoU threshold
+"""ATSS baseline, ResNet-50 FPN, CrowdHuman (LLA repository playground/detection/crowdhuman/
+atss.res50.fpn.crowdhuman.800size.30k/config.py): as FCOS but the adaptive IoU threshold
 over the 9 nearest points per level, box loss weight 2.0. Test max size 1400 (upstream 14000 typo)."""
 from configs import base, fcos_r50
 

@@ -1,4 +1,5 @@
-"""FCOS baseline, ResNet-50 FPN, CrowdHuman (lla.md §11): centerness branch, centre sampling 1.5
+"""FCOS baseline, ResNet-50 FPN, CrowdHuman (LLA repository playground/detection/crowdhuman/
+fcos.res50.fpn.crowdhuman.800size.30k/config.py and fcos.py): centerness branch, centre sampling 1.5
 with size ranges, GIoU x centerness target (weight 1.0), normaliser max(1, non-ignore fg)."""
 from configs import base
 

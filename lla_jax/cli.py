@@ -1,11 +1,15 @@
 """What main.py dispatches to: override checking, the resolved config in the workdir, and modes."""
 from __future__ import annotations
 
+import functools
 import importlib.util
+import json
 import os
 import sys
 
 import ml_collections
+
+from lla_jax import atomic
 
 
 class ConfigOverrideError(ValueError):
@@ -47,12 +51,19 @@ def check_overrides(argv) -> None:
 
 def save_config(config, workdir: str) -> None:
   """The resolved config, as the run used it, into workdir/config.json (atomic)."""
-  from lla_jax import writers
-  import json
-  writers.write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+  atomic.write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+
+
+def train_and_evaluate(config, workdir: str):
+  """The training loop with the checkpoint evaluation of lla_jax/evaluate.py as its periodic and final
+  evaluation. Returns the final evaluation's metrics (process 0)."""
+  from lla_jax import evaluate, train   # see run(): nothing that may touch a device before distributed init
+  return train.train_and_evaluate(config, workdir, evaluate_fn=functools.partial(evaluate.evaluate, config, workdir))
 
 
 def run(config, workdir: str, mode: str, step=None, images=None):
+  """Runs `mode` (train | eval | predict | convert). The mode modules are imported here, after main.py
+  has initialised the distributed runtime, which must precede anything that touches a device."""
   import jax
   from absl import logging
   logging.set_verbosity(logging.WARNING)
@@ -62,8 +73,7 @@ def run(config, workdir: str, mode: str, step=None, images=None):
           flush=True)
   if mode == "train":
     save_config(config, workdir)
-    from lla_jax import train
-    return train.train_and_evaluate(config, workdir)
+    return train_and_evaluate(config, workdir)
   if mode == "eval":
     from lla_jax import evaluate
     return evaluate.evaluate(config, workdir, step=step)
@@ -71,6 +81,6 @@ def run(config, workdir: str, mode: str, step=None, images=None):
     from lla_jax import predict
     return predict.predict_folder(config, workdir, images, step=step)
   if mode == "convert":
-    from lla_jax import weights
-    return weights.convert_command(config, workdir)
+    from lla_jax import convert
+    return convert.convert(config, workdir)
   raise ValueError(mode)

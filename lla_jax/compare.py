@@ -13,14 +13,21 @@ import argparse
 import json
 import os
 
+import jax
 import numpy as np
+from PIL import Image
+
+import data_pipelines
+from lla_jax import checkpointing, cli, priors, sharding, train_state, visualize
+from lla_jax.assigners import assign_batch
+from lla_jax.methods import get_method
+from lla_jax.models import detector
 
 METHODS = {"LLA": "configs/quickstart.py", "ATSS": "configs/atss_quickstart.py", "FCOS": "configs/fcos_quickstart.py"}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load(name: str, steps: int | None, seed: int, overrides: dict):
-  from lla_jax import cli
   config = cli.load_config_file(os.path.join(ROOT, METHODS[name]))
   config.seed = seed
   if steps:
@@ -47,15 +54,6 @@ def format_table(rows: dict, steps: int, seed: int) -> str:
 
 def assignment_picture(configs: dict, workdirs: dict, path: str, image_index: int = 0):
   """Positives of each assigner for one val image, from each method's trained checkpoint."""
-  import jax
-  from PIL import Image
-
-  import data_pipelines
-  from lla_jax import checkpointing, priors, sharding, train, visualize
-  from lla_jax.assigners import assign_batch
-  from lla_jax.methods import get_method
-  from lla_jax.models import detector
-
   first = next(iter(configs.values()))
   batches, _ = data_pipelines.create_dataset(first.data, split=first.data.eval_split, batch_size=1, train=False,
                                              seed=0)
@@ -65,7 +63,7 @@ def assignment_picture(configs: dict, workdirs: dict, path: str, image_index: in
   for name, config in configs.items():
     mesh = sharding.make_mesh(jax.devices()[:1])
     method = get_method(config)
-    state = train.abstract_train_state(config, method, mesh)
+    state = train_state.abstract_train_state(config, method, mesh)
     ckpt = checkpointing.Checkpoints(workdirs[name], config.train.keep_checkpoints)
     state = ckpt.restore(state)
     ckpt.close()
@@ -96,7 +94,6 @@ def main(argv=None):
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="config override applied to every method, e.g. --set data.source=numpy")
   args = parser.parse_args(argv)
-  from lla_jax import train
 
   names = [m.strip().upper() for m in args.methods.split(",")]
   unknown = [n for n in names if n not in METHODS]
@@ -108,7 +105,7 @@ def main(argv=None):
   rows = {}
   for name in names:
     print(f"=== {name}: training in {workdirs[name]}", flush=True)
-    rows[name] = train.train_and_evaluate(configs[name], workdirs[name])
+    rows[name] = cli.train_and_evaluate(configs[name], workdirs[name])
   steps = configs[names[0]].train.steps
   table = format_table(rows, steps, args.seed)
   with open(os.path.join(args.workdir, "comparison.md"), "w") as f:

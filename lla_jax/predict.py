@@ -1,24 +1,23 @@
 """--mode=predict: detections drawn on every image of a folder, from a checkpoint of the workdir."""
 from __future__ import annotations
 
-import json
 import os
 
 import jax
 import numpy as np
+from PIL import Image
 
-from lla_jax import checkpointing, sharding, visualize
+from data_pipelines import transforms
+from lla_jax import sharding, visualize
+from lla_jax.evaluation import odgt
+from lla_jax.methods import get_method
+from lla_jax.train_state import restore_train_state
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def predict_folder(config, workdir: str, images: str, step=None, score_thresh: float = 0.3):
   """Writes workdir/predictions/<name>.png (boxes with score >= score_thresh) and detections.odgt."""
-  from data_pipelines import transforms
-  from PIL import Image
-  from lla_jax import train
-  from lla_jax.methods import get_method
-
   if not images or not os.path.isdir(images):
     raise FileNotFoundError(f"--mode=predict needs --images=FOLDER of {'/'.join(IMAGE_SUFFIXES)} files; got {images!r}")
   files = sorted(f for f in os.listdir(images) if f.lower().endswith(IMAGE_SUFFIXES))
@@ -26,10 +25,7 @@ def predict_folder(config, workdir: str, images: str, step=None, score_thresh: f
     raise FileNotFoundError(f"--images={images}: no {'/'.join(IMAGE_SUFFIXES)} files in it")
   method = get_method(config)
   mesh = sharding.make_mesh()
-  state = train.abstract_train_state(config, method, mesh)   # restore target; nothing computed
-  checkpoints = checkpointing.Checkpoints(workdir, config.train.keep_checkpoints)
-  state = checkpoints.restore(state, step)
-  checkpoints.close()
+  state = restore_train_state(config, workdir, method, mesh, step, mode="predict")
   variables = {"params": state.params, **state.model_state}
   predict = jax.jit(method.predict)
   out_dir = os.path.join(workdir, "predictions")
@@ -53,10 +49,8 @@ def predict_folder(config, workdir: str, images: str, step=None, score_thresh: f
       boxes, scores = np.asarray(dets.boxes[row])[v], np.asarray(dets.scores[row])[v]
       keep = scores >= score_thresh
       visualize.draw_boxes(image, boxes[keep], scores[keep], path=os.path.join(out_dir, os.path.splitext(name)[0] + ".png"))
-      lines.append({"ID": os.path.splitext(name)[0], "width": image.shape[1], "height": image.shape[0],
-                    "dtboxes": [{"box": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
-                                 "score": float(s), "tag": 1} for b, s in zip(boxes, scores)]})
-  with open(os.path.join(out_dir, "detections.odgt"), "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in lines)
+      lines.append(odgt.detection_line(os.path.splitext(name)[0], image.shape[1], image.shape[0], boxes, scores,
+                                       rounded=False))
+  odgt.write(os.path.join(out_dir, "detections.odgt"), lines)
   print(f"Drew detections (score >= {score_thresh}) on {len(files)} images into {out_dir}", flush=True)
   return out_dir

@@ -6,19 +6,16 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 
 import jax
 
+from lla_jax import atomic
+
 
 def write_json_atomic(path: str, obj, indent=1) -> None:
   """Writes JSON to a temporary file in the same folder and renames it: never half-written."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp_")
-  with os.fdopen(fd, "w") as f:
-    json.dump(obj, f, indent=indent)
-  os.replace(tmp, path)
+  atomic.write_json(path, obj, indent=indent)
 
 
 class MetricWriter:

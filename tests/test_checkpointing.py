@@ -19,7 +19,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import base
-from lla_jax import checkpointing, sharding, train
+from lla_jax import checkpointing, sharding, train, train_state
 from lla_jax.methods import Method
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,7 +99,7 @@ def worker(role: str, workdir: str) -> None:
   config = toy_config("fsdp" if n == 8 else "replicated")
   method = toy_method()
   mesh = sharding.make_mesh()
-  state, tx, schedule = train.create_train_state(config, method, mesh)
+  state, tx, schedule = train_state.create_train_state(config, method, mesh)
   ckpt = checkpointing.Checkpoints(workdir, keep=2)
   out = {"devices": n}
   if role == "save":
@@ -113,7 +113,7 @@ def worker(role: str, workdir: str) -> None:
     raise AssertionError("the save of step 2 returned: the pause hook did not fire")
   elif role == "resume":
     saved = dict(np.load(os.path.join(workdir, f"saved_on_{8 if n == 1 else 1}.npz")))
-    from_abstract = flat(ckpt.restore(train.abstract_train_state(config, method, mesh)))   # no values needed
+    from_abstract = flat(ckpt.restore(train_state.abstract_train_state(config, method, mesh)))   # no values needed
     state = ckpt.restore(state)
     got = flat(state)
     out["abstract_equal"] = all(np.array_equal(from_abstract[k], got[k]) for k in got)
@@ -172,7 +172,7 @@ def test_restore_on_another_device_count(tmp_path, save_on, restore_on):
 
 def test_keep_n_and_missing_step(tmp_path):
   mesh = sharding.make_mesh()
-  state, _, _ = train.create_train_state(toy_config(), toy_method(), mesh)
+  state, _, _ = train_state.create_train_state(toy_config(), toy_method(), mesh)
   ckpt = checkpointing.Checkpoints(str(tmp_path), keep=2)
   for step in (1, 2, 3):
     ckpt.save(step, state.replace(step=state.step + step))
@@ -185,16 +185,16 @@ def test_keep_n_and_missing_step(tmp_path):
 
 
 def test_abstract_targets(tmp_path):
-  """train.abstract_train_state carries the layout of create_train_state; a template without shardings
+  """train_state.abstract_train_state carries the layout of create_train_state; a template without shardings
   (plain jax.eval_shape) restores replicated on the current devices."""
   config, method, mesh = toy_config("fsdp"), toy_method(), sharding.make_mesh()
-  state, _, _ = train.create_train_state(config, method, mesh)
-  abstract = train.abstract_train_state(config, method, mesh)
+  state, _, _ = train_state.create_train_state(config, method, mesh)
+  abstract = train_state.abstract_train_state(config, method, mesh)
   assert jax.tree.map(lambda x: x.sharding, abstract) == jax.tree.map(lambda x: x.sharding, state)
   assert state.params["dense"]["kernel"].sharding.spec == P("data")
   ckpt = checkpointing.Checkpoints(str(tmp_path))
   ckpt.save(1, state)
-  bare = jax.eval_shape(lambda: train.create_train_state(config, method, mesh)[0])
+  bare = jax.eval_shape(lambda: train_state.create_train_state(config, method, mesh)[0])
   assert bare.params["dense"]["kernel"].sharding is None
   restored = ckpt.restore(bare)
   ckpt.close()
@@ -206,7 +206,7 @@ def test_abstract_targets(tmp_path):
 
 def test_best_checkpoint_keeps_lowest_mr(tmp_path):
   mesh = sharding.make_mesh()
-  state, _, _ = train.create_train_state(toy_config(), toy_method(), mesh)
+  state, _, _ = train_state.create_train_state(toy_config(), toy_method(), mesh)
   best = checkpointing.BestCheckpoint(str(tmp_path))
   at = lambda s: state.replace(step=state.step + s)
   assert best.update(10, 0.50, at(10), extra={"AP": 0.8})

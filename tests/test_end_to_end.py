@@ -6,7 +6,7 @@ import jax
 import pytest
 
 from configs import quickstart
-from lla_jax import cli, evaluate, train
+from lla_jax import cli, evaluate
 
 
 def tiny_config(data_dir, steps):
@@ -33,13 +33,13 @@ def test_train_resume_and_restore_eval(tmp_path):
 
 def _round_trip(tmp_path):
   workdir = str(tmp_path / "w")
-  first = train.train_and_evaluate(tiny_config(tmp_path / "data", 2), workdir)
+  first = cli.train_and_evaluate(tiny_config(tmp_path / "data", 2), workdir)
   assert set(first) >= {"MR", "AP", "Recall", "step"} and first["step"] == 2
   saved = json.load(open(os.path.join(workdir, "eval_metrics.json")))
   assert saved["step"] == 2 and all(0.0 <= saved[k] <= 1.0 for k in ("AP", "Recall"))
   assert os.listdir(os.path.join(workdir, "pictures"))
   # The same command with more steps resumes at step 2: the log continues with steps 4, not 2 again.
-  second = train.train_and_evaluate(tiny_config(tmp_path / "data", 4), workdir)
+  second = cli.train_and_evaluate(tiny_config(tmp_path / "data", 4), workdir)
   steps = [json.loads(l)["step"] for l in open(os.path.join(workdir, "metrics.jsonl")) if "train/loss" in l]
   assert steps == [2, 4]
   # --mode=eval restores the latest checkpoint and reproduces the final metrics exactly.
@@ -63,3 +63,13 @@ def test_missing_crowdhuman_data_names_expected_path(tmp_path):
   c.data.data_dir = str(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match=str(tmp_path / "nowhere")):
     data_pipelines.create_dataset(c.data, "train", 2, True, 0)
+
+
+def test_method_registry():
+  """config.method picks a registered builder; an unknown name lists the registered ones."""
+  from lla_jax import methods
+  assert {"fcos_family", "alfnet"} <= set(methods.names())
+  c = tiny_config("/nonexistent", 1)
+  c.method = "faster_rcnn_typo"
+  with pytest.raises(ValueError, match="config.method='faster_rcnn_typo': expected one of .*'fcos_family'"):
+    methods.get_method(c)

@@ -10,8 +10,8 @@ import pytest
 
 import data_pipelines
 from configs import alfnet_quickstart, quickstart
-from lla_jax import evaluate, sharding, train
-from lla_jax.evaluation import citypersons, crowdhuman
+from lla_jax import evaluate, sharding, train_state
+from lla_jax.evaluation import cityjson, citypersons, crowdhuman
 from lla_jax.methods import get_method
 
 NUM_VAL = 5
@@ -50,7 +50,7 @@ def _state(c):
   method = get_method(c)
   mesh = sharding.make_mesh()
   with jax.default_prng_impl("unsafe_rbg"):   # threefry makes the Flax init compile ~8x slower on CPU
-    state, _, _ = train.create_train_state(c, method, mesh)
+    state, _, _ = train_state.create_train_state(c, method, mesh)
   return state, method, mesh
 
 
@@ -88,8 +88,8 @@ def test_protocol_choice():
   assert evaluate.eval_protocol(c) == "citypersons"
   a = alfnet_config("/nonexistent")
   assert a.data.name == "synthetic_crowds" and evaluate.eval_protocol(a) == "citypersons"
-  a.eval_protocol = "coco"
-  with pytest.raises(ValueError, match="eval_protocol='coco'"):
+  a.evals.citypersons.type = "coco"
+  with pytest.raises(ValueError, match="config.evals.citypersons: evaluator 'coco'"):
     evaluate.eval_protocol(a)
 
 
@@ -156,10 +156,10 @@ def test_citypersons_data_uses_gt_json(tmp_path, monkeypatch, alfnet, with_ids):
     synth.name = "synthetic_crowds"
     it, info = original(synth, split, *args, **kw)
     lines = crowdhuman.load_odgt(info["gt_odgt"])
-    gt = evaluate.citypersons.load_gt(reference["gt"])
+    gt = citypersons.load_gt(reference["gt"])
     new_id = {im["id"]: 1000 - 7 * im["id"] for im in gt["images"]}
     for im in gt["images"]:
-      im["im_name"] = im["im_name"] + evaluate.CITYPERSONS_SUFFIX
+      im["im_name"] = im["im_name"] + cityjson.CITYPERSONS_SUFFIX
       im["id"] = new_id[im["id"]]
     for a in gt["annotations"]:
       a["image_id"] = new_id[a["image_id"]]
@@ -186,8 +186,28 @@ def test_citypersons_data_uses_gt_json(tmp_path, monkeypatch, alfnet, with_ids):
 def test_citypersons_image_ids_errors():
   gt = {"images": [{"id": 3, "im_name": "a_leftImg8bit.png"}, {"id": 9, "im_name": "b.png"}]}
   recs = [{"ID": "b", "index": 0}, {"ID": "a", "index": 1}]
-  assert evaluate.citypersons_image_ids(gt, recs, "gt.json") == [9, 3]
+  assert cityjson.citypersons_image_ids(gt, recs, "gt.json") == [9, 3]
   with pytest.raises(ValueError, match="gt.json: 1 eval images have no GT image.*'c'"):
-    evaluate.citypersons_image_ids(gt, recs + [{"ID": "c", "index": 2}], "gt.json")
+    cityjson.citypersons_image_ids(gt, recs + [{"ID": "c", "index": 2}], "gt.json")
   with pytest.raises(ValueError, match="eval_image_ids absent"):
-    evaluate.citypersons_image_ids(gt, [{"ID": "a", "index": 0, "eval_image_id": 4}], "gt.json")
+    cityjson.citypersons_image_ids(gt, [{"ID": "a", "index": 0, "eval_image_id": 4}], "gt.json")
+
+
+def test_eval_specs_from_config_and_data_set_registry():
+  """config.evals (big_vision style: entry -> type, split) in name order; empty -> the data set's evaluators."""
+  from data_pipelines import registry as datasets
+  from lla_jax.evaluation import registry as evaluators
+  assert {"crowdhuman", "citypersons"} <= set(evaluators.names())
+  c = lla_config("/nonexistent")
+  assert evaluate.eval_specs(c) == [("crowdhuman", "crowdhuman", "val")]
+  c.data.name = "citypersons"
+  assert evaluate.eval_specs(c) == [(n, n, "val") for n in datasets.get("citypersons").evals]
+  a = alfnet_config("/nonexistent")
+  a.data.eval_split = "train"           # the ALFNet entry follows data.eval_split
+  assert evaluate.eval_specs(a) == [("citypersons", "citypersons", "train")]
+  a.evals.b_crowd = {"type": "crowdhuman", "split": "val"}
+  assert evaluate.eval_specs(a) == [("b_crowd", "crowdhuman", "val"), ("citypersons", "citypersons", "train")]
+  with pytest.raises(ValueError, match="evaluator='nope': expected one of"):
+    evaluators.get("nope")
+  with pytest.raises(ValueError, match="config.data.name='nope'"):
+    datasets.get("nope")

@@ -59,7 +59,7 @@ def worker(workdir, process_id, num_processes, port):
                            process_id=process_id)
   import jax
   import data_pipelines
-  from lla_jax import checkpointing, sharding, train
+  from lla_jax import checkpointing, sharding, train, train_state
   from lla_jax.methods import get_method
 
   assert jax.process_count() == num_processes and jax.device_count() == 4, (jax.process_count(), jax.devices())
@@ -76,8 +76,8 @@ def worker(workdir, process_id, num_processes, port):
   # Threefry keys make the Flax initialisation compile ~8x slower on CPU; any random weights will do.
   with jax.default_prng_impl("unsafe_rbg"):
     train.train_and_evaluate(config, run_dir)
-    target = train.abstract_train_state(config, get_method(config), sharding.make_mesh())
-    initial = flat(train.create_train_state(config, get_method(config), sharding.make_mesh())[0].params)
+    target = train_state.abstract_train_state(config, get_method(config), sharding.make_mesh())
+    initial = flat(train_state.create_train_state(config, get_method(config), sharding.make_mesh())[0].params)
   if jax.process_index() == 0:
     np.savez(os.path.join(workdir, f"initial_params_{num_processes}.npz"), **initial)
   out = {}

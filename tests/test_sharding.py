@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import quickstart
-from lla_jax import sharding, train
+from lla_jax import sharding, train, train_state
 from lla_jax.methods import fcos_family, get_method
 from lla_jax.types import Targets
 
@@ -180,7 +180,7 @@ def random_batch(seed, b=8, m=8, hw=(64, 96)):
 def initial_state(config, method, mesh):
   # Threefry keys make the Flax initialisation compile ~8x slower on CPU; any random weights will do.
   with jax.default_prng_impl("unsafe_rbg"):
-    return train.create_train_state(config, method, mesh)
+    return train_state.create_train_state(config, method, mesh)
 
 
 def one_step(config, method, mesh, batch):

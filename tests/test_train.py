@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from configs import base
-from lla_jax import train
+from lla_jax import cli, optim, train
 from lla_jax.methods import Method
 
 
 def test_released_schedule():
-  lr = train.learning_rate_schedule(0.01, 1000, 0.001, (18750, 24735), 0.1)
+  lr = optim.learning_rate_schedule(0.01, 1000, 0.001, (18750, 24735), 0.1)
   assert float(lr(0)) == pytest.approx(1e-5)
   assert float(lr(500)) == pytest.approx(0.01 * (0.001 * 0.5 + 0.5))
   assert float(lr(1000)) == pytest.approx(0.01)
@@ -25,7 +25,7 @@ def test_released_schedule():
 
 def test_cosine_schedule():
   """detectron2 WarmupCosineLR: base * warmup * (1 + cos(pi it / T)) / 2, lr_steps ignored, 0 from T on."""
-  lr = train.learning_rate_schedule(0.02, 100, 0.001, (5,), 0.1, kind="cosine", total_steps=1000)
+  lr = optim.learning_rate_schedule(0.02, 100, 0.001, (5,), 0.1, kind="cosine", total_steps=1000)
   warm = 0.001 * 0.5 + 0.5
   assert float(lr(50)) == pytest.approx(0.02 * warm * (1 + np.cos(np.pi * 0.05)) / 2)
   assert float(lr(500)) == pytest.approx(0.01)
@@ -33,13 +33,13 @@ def test_cosine_schedule():
   assert float(lr(1000)) == pytest.approx(0.0, abs=1e-9)
   assert float(lr(1500)) == pytest.approx(0.0, abs=1e-9)
   with pytest.raises(ValueError, match="lr_schedule='linear'"):
-    train.learning_rate_schedule(0.02, 100, 0.001, (), 0.1, kind="linear", total_steps=1000)
+    optim.learning_rate_schedule(0.02, 100, 0.001, (), 0.1, kind="linear", total_steps=1000)
 
 
 def test_linear_scaling_rule_batch_8():
   tr = base.get_base_config().train
   tr.batch_size = 8
-  s = train.scaled_train_config(tr)
+  s = optim.scaled_train_config(tr)
   assert s["lr"] == pytest.approx(0.005)
   assert s["steps"] == 56250 and s["lr_steps"] == (37500, 49470) and s["checkpoint_every"] == 10000
 
@@ -51,7 +51,7 @@ def test_frozen_params_untouched_and_decay_masked():
   method = Method(init=None, loss=None, predict=None,
                   trainable=lambda p: {"frozen": False, "conv": True, "gn": True},
                   decay=lambda p: {"frozen": False, "conv": True, "gn": False})
-  tx, _ = train.make_optimizer(config, method, params)
+  tx, _ = optim.make_optimizer(config, method, params)
   grads = jax.tree.map(jnp.zeros_like, params)
   updates, _ = tx.update(grads, tx.init(params), params)
   np.testing.assert_allclose(updates["frozen"], 0.0)
@@ -62,9 +62,9 @@ def test_frozen_params_untouched_and_decay_masked():
 def test_linear_scaling_rule_scales_eval_period():
   tr = base.get_base_config().train
   tr.batch_size, tr.eval_every = 8, 2500
-  assert train.scaled_train_config(tr)["eval_every"] == 5000
+  assert optim.scaled_train_config(tr)["eval_every"] == 5000
   tr.eval_every = 0
-  assert train.scaled_train_config(tr)["eval_every"] == 0    # 0 stays "only at the end"
+  assert optim.scaled_train_config(tr)["eval_every"] == 0    # 0 stays "only at the end"
 
 
 def test_loop_evaluates_periodically_keeps_best_and_resumes(tmp_path, monkeypatch):
@@ -90,7 +90,7 @@ def test_loop_evaluates_periodically_keeps_best_and_resumes(tmp_path, monkeypatc
     return {"MR": mr[evaluated[-1]], "AP": 0.9, "Recall": 0.95, "JI": 0.7}
 
   monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
-  result = train.train_and_evaluate(config, str(tmp_path))
+  result = cli.train_and_evaluate(config, str(tmp_path))
   assert evaluated == [2, 4, 6] and result["MR"] == 0.4
   with open(tmp_path / "best.json") as f:
     assert json.load(f) == {"step": 4, "MR": 0.3, "AP": 0.9, "Recall": 0.95, "JI": 0.7}
@@ -103,7 +103,7 @@ def test_loop_evaluates_periodically_keeps_best_and_resumes(tmp_path, monkeypatc
 
   evaluated.clear()
   config.train.steps = 8           # restart with a longer schedule: resumes at 6, trains 7 and 8
-  result = train.train_and_evaluate(config, str(tmp_path))
+  result = cli.train_and_evaluate(config, str(tmp_path))
   assert evaluated == [8] and result["MR"] == 0.2
   with open(tmp_path / "best.json") as f:
     assert json.load(f)["step"] == 8

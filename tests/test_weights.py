@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import base
-from lla_jax import weights
+from lla_jax import convert, weights
 from lla_jax.models import detector, mobilenet, resnet
 
 HW = (64, 96)
@@ -551,7 +551,7 @@ def tiny_lla_config(source):
 
 
 def test_convert_command_then_eval_restore(tmp_path, capsys):
-  from lla_jax import checkpointing, cli, sharding, train
+  from lla_jax import checkpointing, cli, convert, sharding, train_state
   from lla_jax.methods import get_method
   c = tiny_lla_config(tmp_path / "model_final.pkl")
   sd = cvpods_state_dict(np.random.default_rng(5), c.model)
@@ -567,7 +567,7 @@ def test_convert_command_then_eval_restore(tmp_path, capsys):
   assert saved["format"] == "cvpods" and saved["pixel_convention"] == "caffe" and saved["initialised"] == []
   # --mode=eval restores exactly this way (evaluate.evaluate): a fresh state of the same config, then the checkpoint.
   # The template is abstract (shapes, dtypes, shardings): only the checkpoint supplies values.
-  template = jax.eval_shape(lambda: train.create_train_state(c, get_method(c), sharding.make_mesh())[0])
+  template = jax.eval_shape(lambda: train_state.create_train_state(c, get_method(c), sharding.make_mesh())[0])
   ckpt = checkpointing.Checkpoints(workdir)
   assert ckpt.all_steps() == [0]
   state = ckpt.restore(template)
@@ -579,7 +579,7 @@ def test_convert_command_then_eval_restore(tmp_path, capsys):
   assert int(state.step) == 0
   # A second conversion into the same workdir would be shadowed by / shadow the first: refused.
   with pytest.raises(FileExistsError, match="fresh --workdir"):
-    weights.convert_command(c, workdir)
+    convert.convert(c, workdir)
 
 
 def test_convert_command_checks(tmp_path):
@@ -589,30 +589,30 @@ def test_convert_command_checks(tmp_path):
   with pytest.raises(ValueError, match=r"'caffe' pixels .* data\.bgr=False.*--config\.data\.bgr=True "
                                        r"--config\.data\.pixel_mean='\(103\.53, 116\.28, 123\.675\)' "
                                        r"--config\.data\.pixel_std='\(1, 1, 1\)'"):
-    weights.convert_command(c, str(tmp_path / "w"))
+    convert.convert(c, str(tmp_path / "w"))
   assert not os.path.exists(tmp_path / "w" / "checkpoints")
   c.convert.source = None
   with pytest.raises(ValueError, match="config.convert.source"):
-    weights.convert_command(c, str(tmp_path / "w3"))
+    convert.convert(c, str(tmp_path / "w3"))
 
 
 def test_train_state_from_pretrained_file(tmp_path):
   """config.model.backbone.pretrained goes through load_variables: the file's values land in the initial
   train state, and a pixel convention that disagrees with the file stops before anything is built."""
-  from lla_jax import sharding, train
+  from lla_jax import sharding, train_state
   from lla_jax.methods import get_method
   c = tiny_lla_config(tmp_path / "unused.npz")
   sd = cvpods_state_dict(np.random.default_rng(7), c.model)
   c.model.backbone.pretrained = str(tmp_path / "model_final.npz")
   np.savez(c.model.backbone.pretrained, **sd)
   with jax.default_prng_impl("unsafe_rbg"):
-    state, _, _ = train.create_train_state(c, get_method(c), sharding.make_mesh())
+    state, _, _ = train_state.create_train_state(c, get_method(c), sharding.make_mesh())
   exported = weights.export_cvpods(jax.device_get(state.params))
   for k in sd:
     np.testing.assert_array_equal(exported[k], sd[k], err_msg=k)
   c.data.bgr = False
   with pytest.raises(ValueError, match="data.bgr=False"):
-    train.create_train_state(c, get_method(c), sharding.make_mesh())
+    train_state.create_train_state(c, get_method(c), sharding.make_mesh())
 
 
 def test_pixel_conventions_of_formats():
@@ -634,7 +634,7 @@ def test_pixel_conventions_of_formats():
 def test_load_variables_mobilenet_alfnet(tmp_path):
   """Keras MobileNet v1 weights into ALFNet's backbone, BN statistics included, through load_variables."""
   keras = _keras()
-  from configs.alfnet_r50_2s import alfnet_config
+  from configs.alfnet import alfnet_config
   from lla_jax.methods import alfnet
   km = keras.applications.MobileNet(weights=None, include_top=False, input_shape=(64, 64, 3), alpha=0.25)
   _randomize_keras(km, 7)

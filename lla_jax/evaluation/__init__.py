@@ -1,7 +1,7 @@
 """Standalone evaluators (numpy, host side): CrowdHuman AP / MR^-2 / Recall / JI and CityPersons MR^-2 setups.
 
-  crowdhuman.evaluate(gt_records, dt_records)   CrowdDet / cvpods toolkit semantics (spec/evaluation.md §A)
-  citypersons.evaluate(gt, dt, setups, iou)     official CityPersons toolbox semantics (spec/evaluation.md §B)
+  crowdhuman.evaluate(gt_records, dt_records)   CrowdDet / cvpods toolkit semantics
+  citypersons.evaluate(gt, dt, setups, iou)     official CityPersons toolbox semantics
   reference                                      slow per-image re-statements of both, for tests and benchmarks
   plots.plot_mr_fppi(curves, path)               miss rate vs FPPI figure
 

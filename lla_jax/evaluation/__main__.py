@@ -18,7 +18,7 @@ import json
 import math
 import sys
 
-from lla_jax.evaluation import InputError, caltech, coco, convert
+from lla_jax.evaluation import InputError, caltech, citypersons, coco, convert, crowdhuman, odgt, plots
 
 
 def _fraction(v):
@@ -30,13 +30,11 @@ def _percent(v):
 
 
 def _crowdhuman(args):
-  from lla_jax.evaluation import crowdhuman
-  gt = crowdhuman.load_odgt(args.gt)
+  gt = odgt.load(args.gt)
   dt = coco.load_detections(args.dt, gt, "crowdhuman", args.coco_gt)
-  r = crowdhuman.evaluate(gt, crowdhuman.load_odgt(args.dt) if dt is None else dt, compute_ji=not args.no_ji)
+  r = crowdhuman.evaluate(gt, odgt.load(args.dt) if dt is None else dt, compute_ji=not args.no_ji)
   metrics = {key: _fraction(r[key]) for key in ("AP", "MR", "Recall", "JI")}
   if args.plot:
-    from lla_jax.evaluation import plots
     plots.plot_mr_fppi({"CrowdHuman": (r["curve"]["fppi"], r["curve"]["miss"], r["MR"])}, args.plot,
                        title="CrowdHuman (body)")
   if args.json:
@@ -49,7 +47,6 @@ def _crowdhuman(args):
 
 
 def _citypersons(args):
-  from lla_jax.evaluation import citypersons
   setups = [s.strip() for s in args.setups.split(",") if s.strip()] if args.setups else None
   gt = citypersons.load_gt(args.gt)
   dt = coco.load_detections(args.dt, gt, "citypersons", args.coco_gt)
@@ -59,7 +56,6 @@ def _citypersons(args):
   if other:
     print(f"note: {other} detections with category_id != {citypersons.PERSON} are not evaluated", file=sys.stderr)
   if args.plot:
-    from lla_jax.evaluation import plots
     plots.plot_mr_fppi({n: (v["fppi"], v["miss"], v["MR"]) for n, v in r.items()}, args.plot,
                        title=f"CityPersons (IoU {args.iou:g})")
   if args.json:

@@ -1,4 +1,5 @@
-"""CityPersons evaluation: log-average miss rate (MR^-2) per setup, official toolbox semantics (spec §B).
+"""CityPersons evaluation: log-average miss rate (MR^-2) per setup, official toolbox semantics
+(CityPersons evaluation/eval_script/eval_demo.py, coco.py, eval_MR_multisetup.py).
 
 Per setup a GT is ignored when flagged ``ignore`` or when its stored ``height`` / ``vis_ratio`` fall outside the
 setup's ranges (inclusive). Per image the detections are stable-sorted by score, cut to 1000, then kept only when
@@ -13,12 +14,11 @@ matching loops over candidate rank across the images of a bucket. Arithmetic fol
 """
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 
-from lla_jax.evaluation import InputError, finite_floats, image_score_order, pad_runs, size_buckets
+from lla_jax.evaluation import InputError, cityjson, finite_floats, image_score_order, pad_runs, size_buckets
 
 INF = 1e5 ** 2  # the toolbox's "infinite" height / visibility bound
 SETUPS = {  # name -> ((height lo, height hi), (visibility lo, visibility hi)), bounds inclusive
@@ -51,14 +51,6 @@ def _box_ok(b):
 
 def _image_id_ok(i):
   return isinstance(i, (int, str)) and not isinstance(i, bool)
-
-
-def _load_json(path):
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except json.JSONDecodeError as e:
-    raise InputError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
 
 
 class _GroundTruth:
@@ -164,7 +156,7 @@ class _Detections:
 
 def load_gt(path) -> dict:
   """Reads and checks a CityPersons GT json (val_gt.json layout) -> the parsed dict."""
-  gt = _load_json(path)
+  gt = cityjson.read(path)
   _GroundTruth(gt, str(path))
   return gt
 
@@ -172,7 +164,7 @@ def load_gt(path) -> dict:
 def load_dt(path, gt: dict | None = None) -> list[dict]:
   """Reads a detection json (list of {image_id, category_id, bbox, score}) -> the parsed list; with `gt` also
   checks every entry (errors name the file and the entry's index)."""
-  dt = _load_json(path)
+  dt = cityjson.read(path)
   if not isinstance(dt, list):
     raise InputError(f"{path}: expected a JSON list of detections")
   if gt is not None:
@@ -245,7 +237,7 @@ def _overlaps(d, g):
 
 
 def evaluate(gt: dict, dt: list[dict], setups=None, iou: float = 0.5) -> dict:
-  """MR^-2 of each setup at IoU threshold `iou` (spec §B).
+  """MR^-2 of each setup at IoU threshold `iou` (eval_MR_multisetup.py).
 
   gt: val_gt.json-like dict; dt: list of {image_id, category_id, bbox [x, y, w, h], score}; setups: names of
   SETUPS (default all). Returns {setup: {"MR": fraction (NaN without regular GT), "fppi": (K,), "miss": (K,),

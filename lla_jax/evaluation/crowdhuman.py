@@ -15,46 +15,19 @@ formulas term by term, so the numbers agree to the last bit.
 """
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from lla_jax.evaluation import InputError, finite_floats, image_score_order, pad_runs, size_buckets
+from lla_jax.evaluation.odgt import load as load_odgt  # noqa: F401  (the reader this evaluator takes input from)
 
 IOU_THRESHOLD = 0.5
 EPS = 1e-6  # the toolkit's epsilon in the IoU / IoA denominators
 MR_REFS = np.array([0.0100, 0.0178, 0.03160, 0.0562, 0.1000, 0.1778, 0.3162, 0.5623, 1.000])  # CALTECH_-2
 JI_SCORE_THRESHOLDS = tuple(1e-1 * i for i in range(10))  # as upstream computes them (0.30000000000000004, ...)
 _BUCKET_ELEMENTS = 1 << 18  # images x detections x positives per padded bucket (2 MB float64 tensors)
-
-
-class OdgtRecords(list):
-  """A list of odgt records that remembers its file and 1-based line numbers, for error messages."""
-
-  def __init__(self, records, path, lines):
-    super().__init__(records)
-    self.path = path
-    self.lines = lines
-
-
-def load_odgt(path) -> list[dict]:
-  """Reads an odgt file (one JSON object per line; blank lines skipped) -> list of records (an OdgtRecords)."""
-  records, lines = [], []
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise InputError(f"{path}:{n}: not a JSON object ({e.msg}, column {e.colno})") from None
-      if not isinstance(record, dict):
-        raise InputError(f"{path}:{n}: expected a JSON object, got {type(record).__name__}")
-      records.append(record)
-      lines.append(n)
-  return OdgtRecords(records, str(path), lines)
 
 
 # ----------------------------------------------------------------------------------------------- input checks

@@ -1,41 +1,32 @@
-"""A method bundles what differs between detectors: the network, its training loss and its
-inference. The train and eval loops see only this interface.
-
-  init(rng, input_shape) -> variables            {'params': ..., optionally 'batch_stats': ...}
-  loss(params, model_state, batch, rng) -> (loss, (metrics, new_model_state))
-      training loss of a global Batch (lla_jax/types.py); metrics is a dict of scalars
-  predict(variables, batch) -> Detections         fixed-size detections in original-image pixels
-  trainable(params) -> pytree of bool             False where a parameter is frozen
-  decay(params) -> pytree of bool                 True where weight decay applies
-
-A method whose update is not "one gradient step of `loss`" (ALFNet's faithful alternating mode)
-also gives `update_init(params) -> opt_state` and
-`update(params, opt_state, model_state, batch, rng) -> (params, opt_state, model_state, metrics)`;
-the loop then uses these instead of the optax chain.
+"""Methods by name: `config.method` picks the `build(config) -> Method` registered here (the Method
+interface is lla_jax/methods/base.py). A new detector is a new module with a `build` and one
+`register` line below.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable
 
+from lla_jax.methods import alfnet, fcos_family
+from lla_jax.methods.base import Method
+from lla_jax.registry import Registry
 
-@dataclasses.dataclass(frozen=True)
-class Method:
-  init: Callable
-  loss: Callable
-  predict: Callable
-  trainable: Callable
-  decay: Callable
-  update_init: Callable | None = None
-  update: Callable | None = None
+_BUILDERS = Registry("config.method")
+
+
+def register(name: str, build: Callable) -> None:
+  """Makes `config.method = name` build its Method with `build(config)`."""
+  _BUILDERS.register(name, build)
+
+
+def names() -> tuple:
+  """The registered method names, sorted."""
+  return _BUILDERS.names()
 
 
 def get_method(config) -> Method:
   """Builds the Method named by `config.method`."""
-  if config.method == "fcos_family":
-    from lla_jax.methods import fcos_family
-    return fcos_family.build(config)
-  if config.method == "alfnet":
-    from lla_jax.methods import alfnet
-    return alfnet.build(config)
-  raise ValueError(f"config.method={config.method!r}: expected one of 'fcos_family', 'alfnet'")
+  return _BUILDERS.get(config.method)(config)
+
+
+register("fcos_family", fcos_family.build)   # FCOS, ATSS, LLA.FCOS
+register("alfnet", alfnet.build)             # ALFNet

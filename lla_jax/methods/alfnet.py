@@ -1,11 +1,11 @@
-"""ALFNet: asymptotic localization fitting (Liu et al., ECCV 2018; alfnet.md).
+"""ALFNet: asymptotic localization fitting (Liu et al., ECCV 2018; ALFNet repository keras_alfnet/).
 
 T steps of Convolutional Predictor Blocks share one set of feature maps; step t labels and refines
 the boxes of step t - 1: B^0 = anchors, B^t = clip(decode(B^{t-1}, delta^t * std)). Training sums
 the per-step focal-weighted BCE and smooth-L1 losses; inference multiplies the step scores and
 keeps the last step's boxes.
 
-Training modes (alfnet.md §9):
+Training modes (ALFNet train.py):
   joint (default, config.alfnet.alternating = False): one optimiser step per batch on
       sum_t (L_cls^t + L_reg^t); step-t targets come from the step-(t-1) boxes of the same forward
       pass under stop_gradient. This is `Method.loss`.
@@ -28,11 +28,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from lla_jax import boxes as box_ops
-from lla_jax import losses, postprocess, priors
+from lla_jax import losses, optim, postprocess, priors
 from lla_jax.assigners import alf as alf_assigner
-from lla_jax.methods import Method
+from lla_jax.methods.base import Method
 from lla_jax.models import alfnet as alfnet_model
-from lla_jax.types import Detections, IGNORE_CLASS
+from lla_jax.models import backbones
+from lla_jax.types import Detections
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -83,7 +84,7 @@ def refine(ref, deltas, image_size, cfg):
 
 
 def alf_cls_loss(scores, targets, num_pos, alpha=0.25, gamma=2.0):
-  """Focal-weighted BCE on probabilities (alfnet.md §8), summed and divided by max(1, N+).
+  """Focal-weighted BCE on probabilities (keras_alfnet/losses.py), summed and divided by max(1, N+).
 
   scores (B, N) sigmoid probabilities; targets.fg = y+, targets.aux_target = y- (both may be 1).
   L = sum (y+ + y-) BCE(p, y+) [alpha y+ (1 - p)^gamma + (1 - alpha) y- p^gamma] / max(1, N+).
@@ -141,7 +142,7 @@ def joint_loss(outputs, anchors, batch, cfg):
 
 
 def detect(outputs, anchors, image_size, orig_size, cfg, test_cfg) -> Detections:
-  """Detections from the step outputs (alfnet.md §11): score = prod_t s_t, box = B^T.
+  """Detections from the step outputs (keras_alfnet/bbox_process.py, test.py): score = prod_t s_t, box = B^T.
 
   Drops boxes with a +1 side < test_min_size, keeps the top `pre_nms_topk` by score, score >
   test.score_thresh, greedy NMS with +1 areas suppressing IoU >= test.nms_thresh, first
@@ -185,16 +186,6 @@ def _split(variables):
   return variables.pop("params"), variables
 
 
-def backbone_trainable(config, backbone_params):
-  """Optimiser mask of the backbone subtree (frozen stages / frozen BN False)."""
-  b = config.model.backbone
-  if b.get("name", "resnet") == "resnet":
-    from lla_jax.models import resnet
-    return resnet.trainable_mask(backbone_params, b.freeze_at)
-  from lla_jax.models import mobilenet
-  return mobilenet.trainable_mask(backbone_params, b.get("frozen_blocks", 1))
-
-
 def build(config, backbone=None) -> Method:
   """The ALFNet Method from config (config.alfnet, config.model, config.test); `backbone`
   replaces the configured backbone module (tests)."""
@@ -233,7 +224,7 @@ def build(config, backbone=None) -> Method:
   def trainable(params):
     mask = jax.tree_util.tree_map(lambda _: True, dict(params))
     if "backbone" in params and backbone is None:
-      mask["backbone"] = backbone_trainable(config, params["backbone"])
+      mask["backbone"] = backbones.trainable_mask(params["backbone"], config.model.backbone)
     return mask
 
   def decay(params):
@@ -248,7 +239,7 @@ def build(config, backbone=None) -> Method:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Faithful alternating training (alfnet.md §9): T Keras-Adam updates per batch.
+# Faithful alternating training (ALFNet train.py): T Keras-Adam updates per batch.
 
 
 class AlternatingState(NamedTuple):
@@ -277,7 +268,7 @@ def keras_adam(params, grads, m, v, mask, iteration, lr, b1, b2, eps):
 
 
 def check_alternating_config(tr) -> None:
-  """The alternating mode is Keras Adam (alfnet.md §9): refuse optimiser settings it would ignore."""
+  """The alternating mode is Keras Adam (ALFNet train.py): refuse optimiser settings it would ignore."""
   problems = []
   if tr.get("optimizer", "sgd") != "adam":
     problems.append(f"train.optimizer={tr.get('optimizer', 'sgd')!r} (expected 'adam')")
@@ -291,7 +282,7 @@ def check_alternating_config(tr) -> None:
 
 
 def make_alternating_step(config, backbone=None) -> AlternatingStep:
-  """The faithful per-step update of alfnet.md §9 (whatever config.alfnet.alternating says), to be
+  """The faithful per-step update of ALFNet train.py (whatever config.alfnet.alternating says), to be
   jitted by the caller; `build` installs the same pair as Method.update_init / Method.update."""
   method = build(config, backbone)
   return alternating_update(config, alfnet_model.from_config(config, backbone), method.trainable)
@@ -306,15 +297,14 @@ def alternating_update(config, model, trainable) -> AlternatingStep:
   Adam moments (the Keras step models share the optimiser object, hence `iterations`, so the t-th
   update of batch k uses iteration T k + t). With batch statistics (MobileNet BN) the reference
   deltas come from an inference-mode run, as Keras' `predict_on_batch`, the loss from a training run.
-  Reads config.train adam_b1, adam_b2, adam_eps and the learning rate schedule of lla_jax.train
+  Reads config.train adam_b1, adam_b2, adam_eps and the learning rate schedule of lla_jax/optim.py
   (base_lr, warmup, lr_steps; constant in the released recipe), indexed by the batch, not the update.
   """
-  from lla_jax import train as train_lib   # the loop's schedule; imported late (train imports the methods)
   cfg = config.alfnet
   tr = config.train
   check_alternating_config(tr)
   num_steps = cfg.num_steps
-  schedule = train_lib.config_schedule(tr)
+  schedule = optim.config_schedule(tr)
   b1, b2, eps = float(tr.get("adam_b1", 0.9)), float(tr.get("adam_b2", 0.999)), float(tr.get("adam_eps", 1e-8))
 
   def step_mask(params, t):
@@ -359,89 +349,3 @@ def alternating_update(config, model, trainable) -> AlternatingStep:
     return params, AlternatingState(iterations, tuple(ms), tuple(vs)), model_state, metrics
 
   return AlternatingStep(init=init, step=step)
-
-
-# ---------------------------------------------------------------------------------------------------
-# CityPersons-style GT / DT json for any records (synthetic included), alfnet.md §11.3, evaluation.md §B.
-
-
-def citypersons_gt(records) -> dict:
-  """CityPersons val_gt.json-like dict from canonical records (datasets.md §5.1).
-
-  A record: {height, width, boxes (M, 4) xyxy, classes (M,) 0 person / -1 ignore, optional
-  vis_boxes (M, 4) xyxy, optional im_name / file}. Image ids are 1-based positions in `records`
-  (evaluation needs ids >= 1); annotation ids run 1.. over all boxes. Per annotation: bbox = [x1, y1,
-  x2 - x1, y2 - y1], height = full-box height, vis_ratio = visible area / full area (1 without
-  vis_boxes), ignore = 1 for ignore regions.
-  """
-  images, annotations = [], []
-  for i, rec in enumerate(records):
-    boxes = np.asarray(rec["boxes"], np.float64).reshape(-1, 4)
-    classes = np.asarray(rec["classes"]).reshape(-1)
-    if len(classes) != len(boxes):
-      raise ValueError(f"citypersons_gt: record {i} has {len(boxes)} boxes but {len(classes)} classes")
-    vis = rec.get("vis_boxes")
-    vis = boxes if vis is None else np.asarray(vis, np.float64).reshape(-1, 4)
-    if len(vis) != len(boxes):
-      raise ValueError(f"citypersons_gt: record {i} has {len(boxes)} boxes but {len(vis)} vis_boxes")
-    images.append({"id": i + 1, "im_name": str(rec.get("im_name", rec.get("file", f"image_{i}"))),
-                   "height": int(rec["height"]), "width": int(rec["width"])})
-    for b, c, v in zip(boxes, classes, vis):
-      w, h = b[2] - b[0], b[3] - b[1]
-      if w <= 0 or h <= 0:
-        raise ValueError(f"citypersons_gt: record {i} has an empty box {b.tolist()} (expected x2 > x1, y2 > y1)")
-      vw, vh = max(v[2] - v[0], 0.0), max(v[3] - v[1], 0.0)
-      annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
-                          "ignore": int(c == IGNORE_CLASS), "bbox": [float(b[0]), float(b[1]), float(w), float(h)],
-                          "vis_bbox": [float(v[0]), float(v[1]), float(vw), float(vh)], "height": float(h),
-                          "vis_ratio": float(min(vw * vh / (w * h), 1.0))})
-  return {"images": images, "annotations": annotations,
-          "categories": [{"id": 1, "name": "pedestrian"}]}
-
-
-def citypersons_dt(detections: Detections, image_index) -> list:
-  """CityPersons DT json list from Detections (alfnet.md §11.3): one entry per valid slot,
-  image_id = image_index + 1 (record position, as `citypersons_gt`), bbox = [x1, y1, x2 - x1, y2 - y1].
-
-  image_index (B,) record positions (the Batch `image_id`); entries < 0 are padding images, skipped.
-  """
-  boxes, scores, valid = (np.asarray(x) for x in (detections.boxes, detections.scores, detections.valid))
-  out = []
-  for b, idx in enumerate(np.asarray(image_index).reshape(-1)):
-    if idx < 0:
-      continue
-    for d in np.flatnonzero(valid[b]):
-      x1, y1, x2, y2 = (float(v) for v in boxes[b, d])
-      out.append({"image_id": int(idx) + 1, "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
-                  "score": float(scores[b, d])})
-  return out
-
-
-def citypersons_gt_from_odgt(lines, ids=None) -> dict:
-  """CityPersons GT dict from CrowdHuman-format GT lines (the synthetic crowds' GT, datasets.md §1.2).
-
-  Per box: full box = fbox, visible box = vbox (fbox if absent), ignore = extra.ignore or a tag other
-  than "person". `ids` (optional) lists the line IDs in image_id order (the eval Batch `image_id`
-  indexes it); by default the order of `lines`. Image ids of the result are 1-based positions.
-  """
-  by_id = {line["ID"]: line for line in lines}
-  order = list(ids) if ids is not None else [line["ID"] for line in lines]
-  missing = [i for i in order if i not in by_id]
-  if missing:
-    raise ValueError(f"citypersons_gt_from_odgt: {len(missing)} IDs have no GT line, e.g. {missing[:3]}")
-  records = []
-  for image_id in order:
-    line = by_id[image_id]
-    if "height" not in line or "width" not in line:
-      raise ValueError(f"citypersons_gt_from_odgt: GT line {image_id!r} has no 'height'/'width'")
-    full, vis, classes = [], [], []
-    for box in line["gtboxes"]:
-      for key, out in (("fbox", full), ("vbox", vis)):
-        x, y, w, h = box.get(key, box["fbox"])
-        out.append([x, y, x + w, y + h])
-      ignore = bool(box.get("extra", {}).get("ignore", 0)) or box["tag"] != "person"
-      classes.append(IGNORE_CLASS if ignore else 0)
-    records.append({"im_name": image_id, "height": line["height"], "width": line["width"],
-                    "boxes": np.asarray(full, np.float64).reshape(-1, 4),
-                    "vis_boxes": np.asarray(vis, np.float64).reshape(-1, 4), "classes": np.asarray(classes)})
-  return citypersons_gt(records)

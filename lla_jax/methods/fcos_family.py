@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 from lla_jax import losses, postprocess, priors
 from lla_jax.assigners import assign_batch
-from lla_jax.methods import Method
+from lla_jax.methods.base import Method
 from lla_jax.models import detector
 
 
@@ -28,7 +28,8 @@ def fcos_losses(out, targets, gt_classes, cfg):
     raise ValueError(f"config.loss.box_weighting={cfg.box_weighting!r}: expected 'none' or 'centerness'")
   loss_box = cfg.box_weight * jnp.sum(losses.giou_loss(out["ltrb"], targets.box_targets) * box_w)
   loss_aux = cfg.aux_weight * jnp.sum(losses.bce_with_logits(out["aux_logits"], targets.aux_target) * targets.fg)
-  # The global batch is one array: this sum is over all devices and hosts (lla.md §7.4, Q5).
+  # The global batch is one array: this sum is over all devices and hosts (the released fcos.py all-reduces
+  # num_fg over GPUs).
   num_fg = jnp.sum(targets.num_fg)
   norm = jnp.maximum(num_fg, cfg.min_num_fg)
   parts = dict(loss_cls=loss_cls / norm, loss_box=loss_box / norm, loss_aux=loss_aux / norm,

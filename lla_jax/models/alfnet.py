@@ -1,4 +1,4 @@
-"""ALFNet network (alfnet.md §3-§4): a backbone, four detection levels and one Convolutional
+"""ALFNet network (ALFNet keras_alfnet/model/model_alf.py, base_model.py): a backbone, four detection levels and one Convolutional
 Predictor Block (CPB) per (level, step).
 
 Levels: P3 = ReLU(3x3 conv 512) on the stride-8 tap, P4 / P5 = the raw stride-16 / stride-32 taps,
@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lla_jax.models import layers
+from lla_jax.models import backbones, layers
 
 # Keras 2.0 glorot_normal: a normal truncated at 2 std with std sqrt(1 / fan_avg) *not* corrected for
 # the truncation; jax's "truncated_normal" divides by 0.87962566, so scale the variance back down.
@@ -68,7 +68,7 @@ class ALFNet(nn.Module):
   dtype: Any = jnp.float32
 
   def levels(self, images, train):
-    """The four detection maps (P3, P4, P5, P6) of alfnet.md §3."""
+    """The four detection maps (P3, P4, P5, P6) of keras_alfnet/model/model_alf.py."""
     feats = self.backbone(images.astype(self.dtype), train=train)
     conv = lambda n, s, name: nn.Conv(n, (3, 3), strides=(s, s), padding="SAME", dtype=self.dtype, name=name,
                                       kernel_init=keras_glorot_normal)
@@ -100,25 +100,11 @@ def head_step(path: Sequence[str]) -> int | None:
   return None
 
 
-def backbone_from_config(config):
-  """The backbone module named by config.model.backbone (ResNet 'keras' layout or MobileNet v1)."""
-  b = config.model.backbone
-  dtype = layers.compute_dtype(config.model.dtype)
-  kind = b.get("name", "resnet")
-  if kind == "resnet":
-    from lla_jax.models import resnet
-    return resnet.ResNet(depth=b.depth, layout=b.layout, norm=b.norm, freeze_at=b.freeze_at, width=b.width,
-                         dtype=dtype)
-  if kind == "mobilenet":
-    from lla_jax.models import mobilenet
-    return mobilenet.MobileNetV1(alpha=b.get("alpha", 1.0), dtype=dtype)
-  raise ValueError(f"config.model.backbone.name={kind!r}: expected 'resnet' or 'mobilenet'")
-
-
 def from_config(config, backbone: nn.Module | None = None) -> ALFNet:
   """ALFNet from config.alfnet / config.model; `backbone` overrides the configured one (tests)."""
   a = config.alfnet
-  return ALFNet(backbone=backbone if backbone is not None else backbone_from_config(config),
+  return ALFNet(backbone=backbone if backbone is not None else backbones.build_backbone(
+                    config.model.backbone, layers.compute_dtype(config.model.dtype)),
                 num_steps=a.num_steps, num_anchors=len(a.anchor_scales[0]), cpb_channels=a.cpb_channels,
                 p3_channels=a.p3_channels, p6_channels=a.p6_channels, prior_prob=a.prior_prob,
                 dtype=layers.compute_dtype(config.model.dtype))

@@ -1,9 +1,10 @@
-"""The FCOS-family detector (LLA.FCOS, FCOS, ATSS share it; lla.md §3–§4): ResNet → FPN → head.
+"""The FCOS-family detector (LLA.FCOS, FCOS, ATSS share it; the LLA playground fcos.py on cvpods
+cvpods/modeling/meta_arch/fcos.py): backbone → FPN → head.
 
 Outputs are dense per point, levels concatenated P3..P7 and row-major inside a level, i.e. exactly the
 order of `lla_jax.priors.fpn_points(H, W, strides)`.
 
-Optimiser masks (lla.md §9): `trainable_mask` is False for the frozen stages (FREEZE_AT) and every
+Optimiser masks (the released config.py on cvpods defaults): `trainable_mask` is False for the frozen stages (FREEZE_AT) and every
 FrozenBN vector; `decay_mask` is True for conv kernels, conv biases and the per-level scales, False
 for normalisation params (GroupNorm, BN; WEIGHT_DECAY_NORM = 0). Frozen parameters must also get no
 decay: apply weight decay inside the trainable mask.
@@ -16,15 +17,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
-from lla_jax.models import fpn, heads, layers, resnet
+from lla_jax.models import backbones, fpn, heads, layers
 
 FPN_STRIDES = (8, 16, 32, 64, 128)
-
-
-def _backbone(cfg, dtype) -> resnet.ResNet:
-  b = cfg.backbone
-  return resnet.ResNet(depth=b.depth, layout=b.layout, norm=b.norm, freeze_at=b.freeze_at, width=b.width, dtype=dtype,
-                       bn_eps=b.get("bn_eps", None), stem_pool=b.get("stem_pool", None), name="backbone")
 
 
 def concat_levels(per_level, trailing: int):
@@ -45,10 +40,15 @@ class FCOSDetector(nn.Module):
   def __call__(self, images, train: bool = False):
     cfg = self.config
     dtype = layers.compute_dtype(cfg.dtype)
-    if tuple(cfg.head.strides) != FPN_STRIDES:
-      raise ValueError(f"model.head.strides={tuple(cfg.head.strides)}: the P3..P7 pyramid has strides {FPN_STRIDES}")
-    c = _backbone(cfg, dtype)(images, train)
-    p = fpn.FPN(channels=cfg.fpn.channels, p6_from=cfg.fpn.p6_from, dtype=dtype, name="fpn")(c)
+    f = cfg.fpn
+    out_levels = tuple(f.get("out_levels", (3, 4, 5, 6, 7)))
+    strides = tuple(2 ** level for level in out_levels)
+    if tuple(cfg.head.strides) != strides:
+      raise ValueError(f"model.head.strides={tuple(cfg.head.strides)}: the P{out_levels[0]}..P{out_levels[-1]} pyramid "
+                       f"has strides {strides}")
+    c = backbones.build_backbone(cfg.backbone, dtype, name="backbone")(images, train)
+    p = fpn.FPN(channels=f.channels, p6_from=f.p6_from, in_levels=tuple(f.get("in_levels", (3, 4, 5))),
+                out_levels=out_levels, top_block=f.get("top_block", "conv"), dtype=dtype, name="fpn")(c)
     h = cfg.head
     out = heads.FCOSHead(num_classes=cfg.num_classes, channels=h.channels, num_convs=h.num_convs,
                          gn_groups=h.gn_groups, prior_prob=h.prior_prob, aux=h.aux, strides=tuple(h.strides),
@@ -69,7 +69,7 @@ def trainable_mask(params: Mapping, model_cfg) -> dict:
   if "backbone" not in params:
     raise ValueError(f"not a detector param tree: top-level keys {sorted(params)} lack 'backbone'")
   mask = layers.map_params(params, lambda path, name, module: not layers.is_frozen_bn(module))
-  mask["backbone"] = resnet.trainable_mask(params["backbone"], model_cfg.backbone.freeze_at)
+  mask["backbone"] = backbones.trainable_mask(params["backbone"], model_cfg.backbone)
   return mask
 
 

@@ -1,4 +1,4 @@
-"""The FCOS-family head shared across pyramid levels (lla.md §4, §11.2).
+"""The FCOS-family head shared across pyramid levels (the LLA playground fcos.py, FCOSHead).
 
 cls tower and box tower: `num_convs` × [3×3 conv (bias) → GroupNorm(gn_groups) → ReLU] each;
 cls_score 3×3 → num_classes (bias −log((1 − p)/p)); bbox_pred 3×3 → 4; the auxiliary 3×3 → 1 branch

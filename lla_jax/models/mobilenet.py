@@ -1,4 +1,4 @@
-"""MobileNet v1 trunk of ALFNet (alfnet.md §2.2), in Keras' layout and with Keras' layer names.
+"""MobileNet v1 trunk of ALFNet (keras_alfnet/model/mobilenet_v1.py), in Keras' layout and with Keras' layer names.
 
 conv1: 3×3/2 conv (32·α) → BN → ReLU6, then 13 depthwise-separable blocks, each
 conv_dw_i 3×3 depthwise (stride s_i) → BN → ReLU6 → conv_pw_i 1×1 (c_i·α) → BN → ReLU6.

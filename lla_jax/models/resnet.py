@@ -1,4 +1,5 @@
-"""ResNet-18/34/50/101 backbones in the three layouts of the released weights (lla.md §3, alfnet.md §2.1).
+"""ResNet-18/34/50/101 backbones in the three layouts of the released weights (cvpods
+cvpods/modeling/backbone/resnet.py, ALFNet keras_alfnet/model/resnet50.py).
 
   caffe        detectron2 MSRA: stride on the first 1×1 of a down-sampling bottleneck (STRIDE_IN_1X1) and
                on the 1×1 shortcut, convs without bias, FrozenBN eps 1e-5, stem 7×7/2 pad 3 → norm → ReLU

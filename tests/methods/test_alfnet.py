@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs.alfnet_r50_2s import alfnet_config
+from configs.alfnet import alfnet_config
 from lla_jax import priors
+from lla_jax.evaluation import cityjson
 from lla_jax.methods import alfnet as alf_method
 from lla_jax.models import alfnet as alf_model
 from lla_jax.types import Targets
@@ -177,7 +178,7 @@ def test_predict_and_alternating_step():
 def test_alternating_mode_through_the_train_step():
   # config.alfnet.alternating=True: Method.update replaces the optax step, and one step of lla_jax.train's
   # jitted train step is exactly make_alternating_step on the same batch.
-  from lla_jax import sharding, train
+  from lla_jax import sharding, train, train_state
   c = _tiny_config(2)
   c.data.pad_size = (64, 128)
   c.train.base_lr = 1e-3
@@ -187,7 +188,7 @@ def test_alternating_mode_through_the_train_step():
   assert method.update is not None and method.update_init is not None
   mesh = sharding.make_mesh(jax.devices()[:1])
   with jax.default_prng_impl("unsafe_rbg"):   # threefry makes the Flax init compile ~8x slower on CPU
-    state, tx, schedule = train.create_train_state(c, method, mesh)
+    state, tx, schedule = train_state.create_train_state(c, method, mesh)
   params0 = jax.device_get(state.params)
   assert isinstance(state.opt_state, alf_method.AlternatingState)
   batch = {k: np.asarray(v) for k, v in _batch(np.random.default_rng(5)).items()}
@@ -232,7 +233,7 @@ def test_citypersons_json():
                classes=np.array([0, -1]), vis_boxes=np.array([[10, 20, 30, 45], [50, 50, 80, 60]], np.float32)),
           dict(height=100, width=200, boxes=np.array([[100, 20, 130, 90]], np.float32), classes=np.array([0])),
           dict(height=100, width=200, boxes=np.zeros((0, 4)), classes=np.zeros(0, np.int32))]
-  gt = alf_method.citypersons_gt(recs)
+  gt = cityjson.citypersons_gt(recs)
   assert [im["id"] for im in gt["images"]] == [1, 2, 3]
   a0, a1, a2 = gt["annotations"]
   assert a0["bbox"] == [10, 20, 20, 50] and a0["height"] == 50 and a0["vis_ratio"] == pytest.approx(0.5)
@@ -243,11 +244,11 @@ def test_citypersons_json():
                               scores=jnp.array([[0.9, 0.0], [0.5, 0.0], [0.0, 0.0]]),
                               classes=jnp.zeros((3, 2), jnp.int32),
                               valid=jnp.array([[True, False], [True, False], [False, False]]))
-  dt = alf_method.citypersons_dt(det, np.array([0, 1, -1]))
+  dt = cityjson.citypersons_dt(det, np.array([0, 1, -1]))
   assert dt == [{"image_id": 1, "category_id": 1, "bbox": [10.0, 20.0, 20.0, 50.0], "score": pytest.approx(0.9)},
                 {"image_id": 2, "category_id": 1, "bbox": [100.0, 20.0, 30.0, 70.0], "score": pytest.approx(0.5)}]
   with pytest.raises(ValueError, match="record 0"):
-    alf_method.citypersons_gt([dict(height=1, width=1, boxes=np.zeros((1, 4)), classes=np.zeros(1))])
+    cityjson.citypersons_gt([dict(height=1, width=1, boxes=np.zeros((1, 4)), classes=np.zeros(1))])
   citypersons = pytest.importorskip("lla_jax.evaluation.citypersons")
   # Reasonable: the only regular GT (vis 1, h 70) is found at fppi 0 -> every recall sample is 1 -> MR 0.
   res = citypersons.evaluate(gt, dt)
@@ -259,13 +260,13 @@ def test_citypersons_gt_from_odgt():
                {"tag": "person", "fbox": [10, 20, 20, 50], "vbox": [10, 20, 20, 25], "extra": {"ignore": 0}},
                {"tag": "mask", "fbox": [50, 50, 30, 10], "extra": {"ignore": 1}}]},
            {"ID": "a", "height": 100, "width": 200, "gtboxes": []}]
-  gt = alf_method.citypersons_gt_from_odgt(lines, ids=["a", "b"])
+  gt = cityjson.citypersons_gt_from_odgt(lines, ids=["a", "b"])
   assert [(im["id"], im["im_name"]) for im in gt["images"]] == [(1, "a"), (2, "b")]
   a0, a1 = gt["annotations"]
   assert a0["image_id"] == 2 and a0["bbox"] == [10, 20, 20, 50] and a0["vis_ratio"] == pytest.approx(0.5)
   assert (a0["ignore"], a1["ignore"], a1["vis_ratio"]) == (0, 1, 1.0)
   with pytest.raises(ValueError, match="no GT line"):
-    alf_method.citypersons_gt_from_odgt(lines, ids=["c"])
+    cityjson.citypersons_gt_from_odgt(lines, ids=["c"])
 
 
 @pytest.mark.slow
@@ -287,3 +288,17 @@ def test_mobilenet_batch_stats_and_alternating():
   moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).sum()), state, new_state)
   assert sum(jax.tree_util.tree_leaves(moved)) > 0
   np.testing.assert_array_equal(new["backbone"]["conv1"]["kernel"], params["backbone"]["conv1"]["kernel"])
+
+
+def test_parameterised_config():
+  """configs/alfnet.py:<backbone>[,steps=N] is the one ALFNet recipe; the earlier file names give the same."""
+  from configs import alfnet as alfnet_cfg
+  for old, arg in (("alfnet_r50_1s", "r50,steps=1"), ("alfnet_r50_2s", "r50"), ("alfnet_r50_3s", "r50,steps=3"),
+                   ("alfnet_mobilenet_1s", "mobilenet,steps=1"), ("alfnet_mobilenet_2s", "mobilenet,steps=2")):
+    assert importlib.import_module(f"configs.{old}").get_config().to_dict() == alfnet_cfg.get_config(arg).to_dict()
+  c = alfnet_cfg.get_config("mobilenet,steps=1")
+  assert c.model.backbone.name == "mobilenet" and c.alfnet.num_steps == 1
+  assert not {"assigner", "loss"} & set(c) and not {"fpn", "head"} & set(c.model)   # no FCOS-family sections
+  for bad in ("r101", "r50,steps=4", "r50,step=2"):
+    with pytest.raises(ValueError, match="configs/alfnet.py"):
+      alfnet_cfg.get_config(bad)

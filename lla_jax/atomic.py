@@ -1,0 +1,29 @@
+"""Files written atomically: a temporary file in the same folder, then a rename, so that a reader never
+sees a half-written file. No JAX: the standalone evaluators use it too."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+
+def write_text(path, text: str) -> str:
+  """Writes `text` to `path` (folders created). Returns the path."""
+  path = os.fspath(path)
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path) + ".", dir=folder)
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return path
+
+
+def write_json(path, obj, indent=1) -> str:
+  """Writes `obj` as JSON (json.dump with `indent`). Returns the path."""
+  return write_text(path, json.dumps(obj, indent=indent))

@@ -1,0 +1,77 @@
+"""CrowdHuman odgt files: one JSON object per line (the CrowdHuman release format, also the CrowdDet /
+cvpods toolkit's detection format). The one module of lla_jax that reads and writes them.
+
+  GT line         {ID, gtboxes: [{tag, fbox, vbox, hbox, extra: {ignore, box_id}, head_attr}], [width, height]}
+  detection line  {ID, width, height, dtboxes: [{box: [x, y, w, h], score, tag: 1}]}
+Boxes are [x, y, w, h] in original-image pixels (no +1).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from lla_jax import atomic
+from lla_jax.evaluation import InputError
+
+
+class OdgtRecords(list):
+  """A list of odgt records that remembers its file and 1-based line numbers, for error messages."""
+
+  def __init__(self, records, path, lines):
+    super().__init__(records)
+    self.path = path
+    self.lines = lines
+
+
+def load(path) -> list[dict]:
+  """Reads an odgt file (one JSON object per line; blank lines skipped) -> list of records (an OdgtRecords)."""
+  records, lines = [], []
+  with open(path, encoding="utf-8") as f:
+    for n, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise InputError(f"{path}:{n}: not a JSON object ({e.msg}, column {e.colno})") from None
+      if not isinstance(record, dict):
+        raise InputError(f"{path}:{n}: expected a JSON object, got {type(record).__name__}")
+      records.append(record)
+      lines.append(n)
+  return OdgtRecords(records, str(path), lines)
+
+
+def write(path, records, compact: bool = False) -> str:
+  """Writes records as odgt lines to `path` atomically; compact: no spaces after ',' and ':'."""
+  separators = (",", ":") if compact else None
+  return atomic.write_text(path, "".join(json.dumps(rec, separators=separators) + "\n" for rec in records))
+
+
+def xywh(box, decimals: int | None = 2) -> list:
+  """xyxy -> [x, y, w, h], rounded to `decimals` (0.01 px: what the detection files hold) unless None."""
+  out = [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]   # w, h in the box dtype
+  return out if decimals is None else [round(v, decimals) for v in out]
+
+
+def detection_line(image_id: str, width: int, height: int, boxes, scores, rounded: bool = True) -> dict:
+  """One detection line from xyxy boxes (N, 4) and scores (N,) in original pixels; rounded: boxes to
+  0.01 px and scores to 5 decimals (the evaluation files), else full float precision."""
+  dt = [{"box": xywh(b, 2 if rounded else None), "score": round(float(s), 5) if rounded else float(s), "tag": 1}
+        for b, s in zip(boxes, scores)]
+  return {"ID": image_id, "width": int(width), "height": int(height), "dtboxes": dt}
+
+
+def detections_of(results, rec):
+  """(boxes (N, 4) xyxy, scores (N,)) of record `rec` in {image index: (boxes, scores)}; none when absent."""
+  return results.get(int(rec["index"]), (np.zeros((0, 4)), np.zeros((0,))))
+
+
+def detections_from_results(results, records) -> list:
+  """Detection lines of every record (in record order) from {image index: (boxes, scores)} in original
+  pixels, rounded as the evaluation files hold them."""
+  out = []
+  for rec in records:
+    boxes, scores = detections_of(results, rec)
+    out.append(detection_line(rec["ID"], rec["width"], rec["height"], boxes, scores))
+  return out

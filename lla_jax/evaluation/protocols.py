@@ -1,0 +1,122 @@
+"""The evaluation protocols as the eval loop runs them on one split's predictions: write the detection
+file(s) in the protocol's format, evaluate against the split's GT, return the metrics, the MR-FPPI
+curves to draw and the protocol's lines of the metric table. Registered by name in registry.py.
+
+  crowdhuman   CrowdHuman body mode (CrowdDet / cvpods toolkit, crowdhuman.py): MR^-2, AP50, Recall, JI
+               against info["gt_odgt"]; detections/{split}_step{N}.odgt.
+  citypersons  the official CityPersons toolbox (citypersons.py): MR^-2 of every setup at IoU 0.5 and 0.75
+               against info["gt_json"] (GT format 'citypersons_json') or the CityPersons conversion of the
+               odgt GT (full box = fbox, visible box = vbox; written to detections/{split}_gt.json so the
+               detection file can be re-evaluated alone); detections/{split}_step{N}.json. "MR" is
+               Reasonable at IoU 0.5. "AP" / "Recall" / "JI" come from the CrowdHuman evaluator on the same
+               detections when the split has an odgt GT (all boxes, no height / visibility filter; the odgt
+               detections are written too); null for CityPersons data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+from lla_jax.evaluation import citypersons as citypersons_eval
+from lla_jax.evaluation import cityjson, odgt
+from lla_jax.evaluation import crowdhuman as crowdhuman_eval
+
+CITYPERSONS_IOUS = (0.5, 0.75)
+# Setups drawn in the MR-FPPI figure (IoU 0.5); Reasonable at IoU 0.75 is drawn too.
+CURVE_SETUPS = ("Reasonable", "Reasonable_small", "Reasonable_occ=heavy", "All")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalInput:
+  """What a protocol evaluates. results: {image index: (boxes (N, 4) xyxy, scores (N,))} in original
+  pixels; records / info: the pipeline's (data_pipelines.create_dataset); gt_format: the data set's
+  ('odgt' | 'citypersons_json', data_pipelines/registry.py); det_dir: where detection files go."""
+  results: dict
+  records: list
+  info: dict
+  data_name: str
+  gt_format: str
+  split: str
+  step: int
+  det_dir: str
+
+
+def finite_or_none(v):
+  return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def percent(v):
+  return "   n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:6.2f}"
+
+
+def _crowdhuman_on(inp: EvalInput):
+  """(path of the odgt detections written, CrowdHuman result dict) against info['gt_odgt']."""
+  if not inp.info.get("gt_odgt"):
+    raise ValueError(f"CrowdHuman evaluation of {inp.data_name}: the pipeline gives no GT odgt (info['gt_odgt'])")
+  dt_lines = odgt.detections_from_results(inp.results, inp.records)
+  path = odgt.write(os.path.join(inp.det_dir, f"{inp.split}_step{inp.step}.odgt"), dt_lines)
+  return path, crowdhuman_eval.evaluate(odgt.load(inp.info["gt_odgt"]), dt_lines)
+
+
+def crowdhuman(inp: EvalInput):
+  """(metrics, curves) of the CrowdHuman protocol."""
+  path, r = _crowdhuman_on(inp)
+  metrics = {k: finite_or_none(r[k]) for k in ("AP", "Recall", "JI")}
+  metrics.update(MR=finite_or_none(r["MR"]), detections=path)
+  return metrics, {f"step {inp.step}": (r["curve"]["fppi"], r["curve"]["miss"], r["MR"])}
+
+
+def crowdhuman_table(m) -> list:
+  rows = [("MR^-2", m["MR"]), ("AP50", m["AP"]), ("Recall", m["Recall"]), ("JI", m["JI"])]
+  return [f"  {name:<7} {percent(v)}" for name, v in rows]
+
+
+def citypersons_gt(inp: EvalInput):
+  """(GT dict, path of its json, GT image id per record) for the CityPersons protocol."""
+  records = inp.records
+  if inp.gt_format == "citypersons_json":
+    if not inp.info.get("gt_json"):
+      raise ValueError("CityPersons evaluation needs the pipeline's info['gt_json'] (the val_gt.json-like GT)")
+    gt = citypersons_eval.load_gt(inp.info["gt_json"])
+    return gt, inp.info["gt_json"], cityjson.citypersons_image_ids(gt, records, inp.info["gt_json"])
+  if not inp.info.get("gt_odgt"):
+    raise ValueError(f"CityPersons evaluation of {inp.data_name}: the pipeline gives no GT odgt")
+  gt = cityjson.citypersons_gt_from_odgt(odgt.load(inp.info["gt_odgt"]), ids=[rec["ID"] for rec in records])
+  path = cityjson.write(os.path.join(inp.det_dir, f"{inp.split}_gt.json"), gt)
+  return gt, path, [i + 1 for i in range(len(records))]
+
+
+def citypersons(inp: EvalInput):
+  """(metrics, curves) of the CityPersons protocol (and the CrowdHuman numbers when the GT is odgt)."""
+  metrics, odgt_path = {}, None
+  if inp.gt_format == "odgt" and inp.info.get("gt_odgt"):
+    odgt_path, crowd = _crowdhuman_on(inp)
+    metrics.update({k: finite_or_none(crowd[k]) for k in ("AP", "Recall", "JI")})
+  gt, gt_path, image_ids = citypersons_gt(inp)
+  dt = cityjson.detections_from_results(inp.results, inp.records, image_ids)
+  per_iou = {iou: citypersons_eval.evaluate(gt, dt, iou=iou) for iou in CITYPERSONS_IOUS}
+  json_path = cityjson.write(os.path.join(inp.det_dir, f"{inp.split}_step{inp.step}.json"), dt)
+  setups = {f"{iou:g}": {name: finite_or_none(r["MR"]) for name, r in res.items()} for iou, res in per_iou.items()}
+  metrics.update(MR=setups["0.5"]["Reasonable"], MR_75=setups["0.75"]["Reasonable"], setups=setups,
+                 detections=json_path, gt=gt_path)
+  if odgt_path is not None:
+    metrics["detections_odgt"] = odgt_path
+  curves = {f"{name} IoU 0.5": (per_iou[0.5][name]["fppi"], per_iou[0.5][name]["miss"], per_iou[0.5][name]["MR"])
+            for name in CURVE_SETUPS}
+  r75 = per_iou[0.75]["Reasonable"]
+  curves["Reasonable IoU 0.75"] = (r75["fppi"], r75["miss"], r75["MR"])
+  return metrics, curves
+
+
+def citypersons_table(m) -> list:
+  ious = list(m["setups"])
+  lines = [f"  {'MR^-2 (%)':<22}" + "".join(f"{'IoU ' + iou:>10}" for iou in ious)]
+  for name in citypersons_eval.SETUPS:
+    lines.append(f"  {name:<22}" + "".join(f"    {percent(m['setups'][iou][name])}" for iou in ious))
+  if "detections_odgt" in m:
+    lines.append("  CrowdHuman protocol on the same detections (all boxes):")
+    lines += [f"  {name:<7} {percent(m[k])}" for name, k in (("AP50", "AP"), ("Recall", "Recall"), ("JI", "JI"))]
+  else:
+    lines.append("  AP50 / Recall / JI: n/a (no CrowdHuman-format GT for this split)")
+  return lines
