@@ -125,7 +125,7 @@ def run_case(preset, dtype, n, steps, method, max_boxes=None):
   import jax
   import numpy as np
 
-  from lla_jax import priors, sharding, train
+  from lla_jax import priors, sharding, train, train_state
   from lla_jax.assigners import assign_batch
 
   _, hw, global_batch, per_device = PRESETS[preset]
@@ -135,7 +135,7 @@ def run_case(preset, dtype, n, steps, method, max_boxes=None):
     return None
   config.train.batch_size = batch_size
   mesh = sharding.make_mesh(jax.devices()[:n])
-  state, tx, schedule = train.create_train_state(config, method, mesh)
+  state, tx, schedule = train_state.create_train_state(config, method, mesh)
   step = train.make_train_step(method, tx, schedule, mesh, jax.tree.map(lambda x: x.sharding, state))
   rng = train.train_rng(config, mesh)
   batch = sharding.shard_batch(

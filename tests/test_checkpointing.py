@@ -256,7 +256,7 @@ def test_kill_inside_save_resumes_from_previous_checkpoint(tmp_path):
   assert half_written.is_dir() and (half_written / "default" / "_METADATA").exists()   # step 2's data was there
   assert sorted(os.listdir(folder)) == sorted(["1", paused["temporary"][0]])
 
-  state, _, _ = train.create_train_state(toy_config(), toy_method(), sharding.make_mesh())
+  state, _, _ = train_state.create_train_state(toy_config(), toy_method(), sharding.make_mesh())
   ckpt = checkpointing.Checkpoints(str(tmp_path), keep=2)
   assert ckpt.latest_step() == 1 and ckpt.all_steps() == [1]
   restored = flat(ckpt.restore(state))
@@ -279,7 +279,7 @@ def _truncate_data(step_dir):
 
 @pytest.mark.parametrize("damage", ["truncated_data", "no_metadata"])
 def test_unreadable_checkpoint_names_it_and_the_last_good_one(tmp_path, damage):
-  state, _, _ = train.create_train_state(toy_config(), toy_method(), sharding.make_mesh())
+  state, _, _ = train_state.create_train_state(toy_config(), toy_method(), sharding.make_mesh())
   ckpt = checkpointing.Checkpoints(str(tmp_path), keep=3)
   for i in (1, 2, 3):
     ckpt.save(i, numbered_state(state, i))
@@ -307,7 +307,7 @@ def test_unreadable_checkpoint_names_it_and_the_last_good_one(tmp_path, damage):
 
 
 def test_no_readable_checkpoint_says_so(tmp_path):
-  state, _, _ = train.create_train_state(toy_config(), toy_method(), sharding.make_mesh())
+  state, _, _ = train_state.create_train_state(toy_config(), toy_method(), sharding.make_mesh())
   ckpt = checkpointing.Checkpoints(str(tmp_path), keep=3)
   ckpt.save(1, state)
   _truncate_data(tmp_path / "checkpoints" / "1")
@@ -320,7 +320,7 @@ def test_no_readable_checkpoint_says_so(tmp_path):
 def test_asynchronous_save_is_complete_after_wait(tmp_path):
   """save(wait=False) returns before orbax has written; the state may be changed at once (the arrays are
   copied to host memory first); the step is listed and restores once written."""
-  state, _, _ = train.create_train_state(toy_config(), toy_method(), sharding.make_mesh())
+  state, _, _ = train_state.create_train_state(toy_config(), toy_method(), sharding.make_mesh())
   ckpt = checkpointing.Checkpoints(str(tmp_path), keep=2)
   one = numbered_state(state, 1)
   ckpt.save(1, one, wait=False)

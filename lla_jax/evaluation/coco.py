@@ -31,10 +31,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 
 from lla_jax.evaluation import InputError
-from lla_jax.evaluation.citypersons import _load_json as load_json  # the one JSON reader with located errors
+from lla_jax.evaluation.cityjson import read as load_json  # the one JSON reader with located errors
 
 PERSON = 1
 _COCO_ANN_KEYS = ("id", "image_id", "category_id", "bbox", "area", "iscrowd", "ignore", "vis_bbox", "head_bbox",
@@ -118,20 +117,6 @@ def unique_names(images, source: str):
     if im.name in seen:
       raise InputError(f"{source}: images {seen[im.name]} and {k} both have the name {im.name!r}")
     seen[im.name] = k
-
-
-def atomic_write(path, text: str):
-  """Writes `text` to `path` through a temporary file in the same folder and a rename (no half-written file)."""
-  folder = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
 
 
 def image_ids(images) -> list:

@@ -32,8 +32,9 @@ import shutil
 import sys
 import tempfile
 
-from lla_jax.evaluation import InputError, citypersons, crowdhuman
-from lla_jax.evaluation.coco import (Annotations, Box, Image, atomic_write, class_name, image_ids, image_size,
+from lla_jax import atomic
+from lla_jax.evaluation import InputError, citypersons, odgt
+from lla_jax.evaluation.coco import (Annotations, Box, Image, class_name, image_ids, image_size,
                                      load_json, number, read_coco, stem, unique_names, write_coco, xywh)
 
 FORMATS = ("odgt", "citypersons", "coco", "caltech")
@@ -52,7 +53,7 @@ _ODGT_KEYS = ("ID", "gtboxes", "dtboxes", "width", "height", "file_name", "image
 
 
 def read_odgt(path, kind=None) -> Annotations:
-  records = crowdhuman.load_odgt(path)
+  records = odgt.load(path)
   kinds = {"gt" if "gtboxes" in r else "dt" if "dtboxes" in r else None for r in records}
   if None in kinds or len(kinds) > 1:
     raise InputError(f"{path}: every line needs 'gtboxes' (ground truth) or 'dtboxes' (detections), not a mix")
@@ -414,10 +415,10 @@ def write(ann: Annotations, fmt, out, ref=None, dropped=None, layout="frame"):
   if fmt == "caltech":
     _write_folder(out, write_caltech(ann, dropped, layout))
   elif fmt == "odgt":
-    atomic_write(out, write_odgt(ann, ref, dropped))
+    atomic.write_text(out, write_odgt(ann, ref, dropped))
   else:
     data = (write_coco if fmt == "coco" else write_citypersons)(ann, ref, dropped)
-    atomic_write(out, json.dumps(data) + "\n")
+    atomic.write_text(out, json.dumps(data) + "\n")
 
 
 def align(dt: Annotations, ref: Annotations) -> Annotations:
