@@ -21,7 +21,7 @@ def _focal(x, t, alpha=0.25, gamma=2.0):
   p = F32(1) / (F32(1) + np.exp(-x))
   ce = np.maximum(x, F32(0)) - x * F32(t) + np.log1p(np.exp(-np.abs(x)))
   p_t = p * F32(t) + (F32(1) - p) * F32(1 - t)
-  return F32(alpha * t + (1 - alpha) * (1 - t)) * (ce * (F32(1) - p_t) ** 2) if gamma == 2.0 else None
+  return F32(alpha * t + (1 - alpha) * (1 - t)) * (ce * (F32(1) - p_t) ** (2 if gamma == 2.0 else F32(gamma)))
 
 
 def _ltrb(points, boxes):
