@@ -1,17 +1,16 @@
-"""Label-assignment speed and memory: jit(vmap(assign)) of LLA, FCOS and ATSS vs a per-image loop of the
-plain numpy re-statements in tests/reference/ (assigners.py for FCOS/ATSS, lla.py for LLA).
+"""Label-assignment speed and memory: jitted LLA, FCOS and ATSS against the strongest vectorised numpy
+statements we could write (tests/reference/assign_numpy.py: float32 (M, A) planes, np.argpartition, bincount
+claims), in the same run, per image, and the XLA temporaries of the batched (vmapped) assigners.
 
-A batch of 16 images at the released 800 x 1408 input (points from lla_jax.priors.fpn_points), GT padded to
-100 and to 500 rows, about half of them valid: crowded pedestrian-shaped boxes, some tiny, some leaving the
-image, ~10 % ignore regions; random cls logits and ltrb. Prints per-batch time (median of --repeats runs after
-compilation), compile time, XLA temp memory (compiled memory_analysis), the numpy loop's time and peak
-traced memory (tracemalloc), the ratio, and how many points the two sides assign differently.
+Per image: the released 800 x 1408 input (23 463 points from lla_jax.priors.fpn_points, closed over as in the
+training step), 100 and 300 valid GTs (crowded pedestrian-shaped boxes, some tiny, some leaving the image,
+~10 % ignore regions), random cls logits and ltrb. jax and numpy calls are interleaved --repeats times; the
+table gives the minimum and the median of each and the ratio of the medians. Every numpy match is checked
+against the jax match (points assigned differently; expected 0).
+Memory: jit(vmap(assign)) for a batch of --batch images with --memory-boxes padded GT rows, from
+compiled.memory_analysis() (compiled, not run).
 
-The numpy loops run on the first --reference-images images and are extrapolated linearly to the batch. The
-LLA re-statement loops over every (GT, point) pair in Python (~0.5 s per GT here), so it is timed on the
-first 4 and 8 valid GTs of image 0 and extrapolated linearly in the number of valid GTs (stated in the output).
-
-  python benchmarks/assign_bench.py [--batch 16] [--max-boxes 100 500] [--reference-images 16] [--repeats 3]
+  python benchmarks/assign_bench.py [--boxes 100 300] [--repeats 7] [--batch 16] [--memory-boxes 500]
 """
 from __future__ import annotations
 
@@ -22,152 +21,113 @@ import os
 import statistics
 import sys
 import time
-import tracemalloc
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 
 from lla_jax.priors import fpn_points  # noqa: E402
-from tests.reference import assigners as numpy_reference  # noqa: E402
+from tests.reference.assigners import crowd_case  # noqa: E402
+from tests.reference import assign_numpy  # noqa: E402
 
 NAMES = ("lla", "fcos", "atss")
 
 
-def make_batch(rng, points, batch, max_boxes, height, width):
-  """GT arrays (B, M, ...) with about M/2 valid rows each, random cls logits (B, A, 1) and ltrb (B, A, 4)."""
+def image_case(rng, points, num_boxes, height, width):
+  """One image: (cls_logits (A, 1), ltrb (A, 4), gt_boxes (M, 4), gt_classes (M,), gt_valid (M,)), M = num_boxes."""
   a = len(points.xy)
-  cases = [numpy_reference.crowd_case(rng, height, width, int(rng.integers(0.4 * max_boxes, 0.6 * max_boxes) + 1),
-                                      max_boxes, ignore_frac=0.1, tiny_frac=0.05, leave_frac=0.05,
-                                      num_clusters=max(2, max_boxes // 25))
-           for _ in range(batch)]
-  gt_boxes, gt_classes, gt_valid = (np.stack(x) for x in zip(*cases))
-  logits = rng.normal(-4.0, 1.5, (batch, a, 1)).astype(np.float32)
-  ltrb = rng.uniform(0, 150, (batch, a, 4)).astype(np.float32) * points.strides[None, :, None] / 8
-  return logits, ltrb, gt_boxes, gt_classes, gt_valid
+  boxes, classes, valid = crowd_case(rng, height, width, num_boxes, num_boxes, ignore_frac=0.1, tiny_frac=0.05,
+                                     leave_frac=0.05, num_clusters=max(2, num_boxes // 25))
+  logits = rng.normal(-4.0, 1.5, (a, 1)).astype(np.float32)
+  ltrb = rng.uniform(0, 150, (a, 4)).astype(np.float32) * points.strides[:, None] / 8
+  return logits, ltrb, boxes, classes, valid
 
 
-def reference_fn(name):
-  """The numpy re-statement of assigner `name`, or None when it is not there."""
+def numpy_fn(name, points, case):
+  logits, ltrb, boxes, classes, valid = case
   if name == "lla":
-    try:
-      return importlib.import_module("tests.reference.lla").assign_np
-    except ImportError:
-      return None
-  return {"fcos": numpy_reference.fcos_np, "atss": numpy_reference.atss_np}[name]
+    return lambda: assign_numpy.lla_matched(points.xy, logits, ltrb, boxes, classes, valid)
+  matched = {"fcos": assign_numpy.fcos_matched, "atss": assign_numpy.atss_matched}[name]
+  return lambda: matched(points.xy, points.strides, boxes, classes, valid)
 
 
-def call_reference(ref, name, points, logits, ltrb, boxes, classes, valid):
-  if name == "lla":
-    return ref(points.xy, points.strides, logits, ltrb, boxes, classes, valid)
-  return ref(points.xy, points.strides, boxes, classes, valid)
+def jax_fn(name, points, case):
+  assign = importlib.import_module(f"lla_jax.assigners.{name}").assign
+  fn = jax.jit(lambda *gt: assign(points.xy, points.strides, *gt).matched_gt)   # points static, as in training
+  args = tuple(jnp.asarray(x) for x in case)
+  return lambda: jax.block_until_ready(fn(*args))
 
 
-def bench_jax(assign, points, args, repeats):
-  """(median seconds per batch, compile seconds, XLA temp bytes, outputs)."""
-  fn = jax.jit(jax.vmap(functools.partial(assign, cfg=None), in_axes=(None, None, 0, 0, 0, 0, 0)))
-  inputs = (points.xy, points.strides) + tuple(args)
-  t0 = time.perf_counter()
-  compiled = fn.lower(*inputs).compile()
-  t_compile = time.perf_counter() - t0
-  mem = compiled.memory_analysis()
-  temp = getattr(mem, "temp_size_in_bytes", float("nan")) if mem is not None else float("nan")
-  out = jax.block_until_ready(compiled(*inputs))  # warm-up
-  times = []
+def interleaved(fns, repeats):
+  """{name: [seconds]} of `repeats` rounds, each calling every fn once (after one warm-up call each)."""
+  outs = {k: f() for k, f in fns.items()}
+  times = {k: [] for k in fns}
   for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(*inputs))
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times), t_compile, temp, out
-
-
-def bench_reference(ref, name, points, args, n_images):
-  """(seconds per batch (extrapolated), peak traced bytes for one image, note, per-image outputs or None)."""
-  logits, ltrb, boxes, classes, valid = args
-  batch = boxes.shape[0]
-  if name == "lla":  # too slow for whole images: time 4 and 8 valid GTs of image 0, extrapolate in GT count
-    def run_k(k):
-      v = valid[0] & (np.cumsum(valid[0]) <= k)
+    for k, f in fns.items():
       t0 = time.perf_counter()
-      call_reference(ref, name, points, logits[0], ltrb[0], boxes[0], classes[0], v)
-      return time.perf_counter() - t0
-    t4, t8 = run_k(4), run_k(8)
-    per_gt, fixed = (t8 - t4) / 4, max(2 * t4 - t8, 0.0)
-    n_valid = valid.sum(axis=1)
-    total = float(np.sum(fixed + per_gt * n_valid))
-    tracemalloc.start()
-    v = valid[0] & (np.cumsum(valid[0]) <= 4)
-    call_reference(ref, name, points, logits[0], ltrb[0], boxes[0], classes[0], v)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    note = (f"image 0 with 4 and 8 valid GTs ({t4:.1f} s, {t8:.1f} s) -> {per_gt:.2f} s/GT, extrapolated to "
-            f"{int(n_valid.sum())} valid GTs in {batch} images; memory with 4 GTs")
-    return total, peak, note, None
-  n = min(n_images, batch)
-  outs = []
-  t0 = time.perf_counter()
-  for i in range(n):
-    outs.append(call_reference(ref, name, points, logits[i], ltrb[i], boxes[i], classes[i], valid[i]))
-  t = (time.perf_counter() - t0) * batch / n
-  tracemalloc.start()
-  call_reference(ref, name, points, logits[0], ltrb[0], boxes[0], classes[0], valid[0])
-  peak = tracemalloc.get_traced_memory()[1]
-  tracemalloc.stop()
-  note = f"{n} of {batch} images timed" + (f", x{batch / n:.1f} extrapolated" if n < batch else "")
-  return t, peak, note, outs
+      f()
+      times[k].append(time.perf_counter() - t0)
+  return times, outs
 
 
-def main():
+def temp_bytes(name, points, batch, max_boxes):
+  """XLA temporary bytes of jit(vmap(assign)) for (batch, max_boxes) GT rows, points closed over."""
+  assign = importlib.import_module(f"lla_jax.assigners.{name}").assign
+  a = len(points.xy)
+  fn = jax.jit(jax.vmap(functools.partial(assign, points.xy, points.strides)))
+  shapes = ((batch, a, 1), jnp.float32), ((batch, a, 4), jnp.float32), ((batch, max_boxes, 4), jnp.float32), \
+           ((batch, max_boxes), jnp.int32), ((batch, max_boxes), bool)
+  compiled = fn.lower(*(jax.ShapeDtypeStruct(s, d) for s, d in shapes)).compile()
+  mem = compiled.memory_analysis()
+  return getattr(mem, "temp_size_in_bytes", float("nan")) if mem is not None else float("nan")
+
+
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--batch", type=int, default=16)
   parser.add_argument("--height", type=int, default=800)
   parser.add_argument("--width", type=int, default=1408)
-  parser.add_argument("--max-boxes", type=int, nargs="+", default=[100, 500])
+  parser.add_argument("--boxes", type=int, nargs="+", default=[100, 300])
   parser.add_argument("--methods", nargs="+", default=list(NAMES), choices=NAMES)
-  parser.add_argument("--reference-images", type=int, default=16, help="images the FCOS/ATSS numpy loop runs on")
-  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--batch", type=int, default=16)
+  parser.add_argument("--memory-boxes", type=int, default=500)
   parser.add_argument("--seed", type=int, default=0)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
 
   points = fpn_points(args.height, args.width)
-  print(f"assign_bench: batch {args.batch}, input {args.height} x {args.width}, {len(points.xy)} points, "
-        f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} CPU cores visible)")
-  rows = []
-  for max_boxes in args.max_boxes:
-    data = make_batch(np.random.default_rng(args.seed), points, args.batch, max_boxes, args.height, args.width)
-    n_valid, n_ignore = int(data[4].sum()), int(((data[3] == -1) & data[4]).sum())
-    print(f"\nM = {max_boxes}: {n_valid / args.batch:.1f} valid GT rows per image ({n_ignore} ignore in the batch)")
+  print(f"assign_bench: input {args.height} x {args.width}, {len(points.xy)} points, jax {jax.__version__} on "
+        f"{jax.devices()[0].platform} ({os.cpu_count()} CPU cores visible), numpy {np.__version__}")
+  rows, ok = [], True
+  for num_boxes in args.boxes:
+    case = image_case(np.random.default_rng(args.seed), points, num_boxes, args.height, args.width)
+    fns = {}
     for name in args.methods:
-      try:
-        assign = importlib.import_module(f"lla_jax.assigners.{name}").assign
-      except (ImportError, AttributeError) as e:
-        print(f"  {name}: skipped, lla_jax.assigners.{name}.assign is not available ({e})")
-        continue
-      t_jax, t_compile, temp, out = bench_jax(assign, points, data, args.repeats)
-      ref = reference_fn(name)
-      if ref is None:
-        print(f"  {name}: jax {t_jax:.3f} s/batch; numpy reference not available, no ratio")
-        rows.append((max_boxes, name, t_jax, t_compile, temp, None, None, None))
-        continue
-      t_np, peak, note, ref_outs = bench_reference(ref, name, points, data, args.reference_images)
-      diff = "-"
-      if ref_outs is not None:
-        bad = sum(int(np.sum(np.asarray(out.matched_gt[i]) != r["matched_gt"])) for i, r in enumerate(ref_outs))
-        diff = f"{bad} of {len(ref_outs) * len(points.xy)}"
-      print(f"  {name}: jax {t_jax:.3f} s/batch (compile {t_compile:.1f} s, fg {float(out.num_fg.sum()):.0f}); "
-            f"numpy {t_np:.2f} s/batch ({note}); points assigned differently: {diff}")
-      rows.append((max_boxes, name, t_jax, t_compile, temp, t_np, peak, diff))
+      fns[name] = jax_fn(name, points, case)
+      fns[name + "/numpy"] = numpy_fn(name, points, case)
+    times, outs = interleaved(fns, args.repeats)
+    for name in args.methods:
+      t_jax, t_np = times[name], times[name + "/numpy"]
+      diff = int(np.sum(np.asarray(outs[name]) != outs[name + "/numpy"]))
+      ok &= diff == 0
+      rows.append((num_boxes, name, min(t_jax), statistics.median(t_jax), min(t_np), statistics.median(t_np), diff))
+      print(f"  {num_boxes} GTs {name}: jax {1e3 * statistics.median(t_jax):.1f} ms, numpy "
+            f"{1e3 * statistics.median(t_np):.1f} ms (medians), points assigned differently: {diff}")
 
-  print("\n| M | assigner | jax jit+vmap s/batch | compile s | XLA temp MiB | numpy loop s/batch | numpy peak MiB/img "
-        "| speed-up | differing points |")
-  print("|---|---|---|---|---|---|---|---|---|")
-  for m, name, t_jax, t_compile, temp, t_np, peak, diff in rows:
-    np_cols = (f"{t_np:.2f} | {peak / 2**20:.0f} | {t_np / t_jax:.1f}x | {diff}" if t_np is not None
-               else "- | - | - | -")
-    print(f"| {m} | {name} | {t_jax:.3f} | {t_compile:.1f} | {temp / 2**20:.0f} | {np_cols} |")
+  print(f"\n| GTs | assigner | jax ms (min / median) | numpy ms (min / median) | speed-up (medians) | differing points |")
+  print("|---|---|---|---|---|---|")
+  for m, name, j_min, j_med, n_min, n_med, diff in rows:
+    print(f"| {m} | {name} | {1e3 * j_min:.1f} / {1e3 * j_med:.1f} | {1e3 * n_min:.1f} / {1e3 * n_med:.1f} | "
+          f"{n_med / j_med:.1f}x | {diff} |")
+  if args.memory_boxes:
+    print(f"\nXLA temporaries of jit(vmap(assign)), batch {args.batch} x {args.memory_boxes} padded GTs:")
+    for name in args.methods:
+      b = temp_bytes(name, points, args.batch, args.memory_boxes)
+      print(f"  {name}: {b / 2**20:.0f} MiB ({b / 1e9:.2f} GB)")
+  return 0 if ok else 1
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

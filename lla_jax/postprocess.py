@@ -11,34 +11,97 @@ from lla_jax.assigners.common import option
 from lla_jax.types import Detections
 
 
+NMS_BLOCK = 256  # sorted candidates resolved together per step of the blocked NMS
+
+
+def _overlaps(a, area_a, b, area_b, iou_thresh, off, inclusive):
+  """(len(a), len(b)) bool: IoU of a[i] and b[j] > iou_thresh (>= with `inclusive`).
+
+  a (P, 4), b (Q, 4) xyxy with their areas; the same float operations, in the same order, as a one-box
+  greedy step (intersection sides clamped at 0, union = area + area - inter, IoU 0 where union <= 0).
+  """
+  w = jnp.maximum(jnp.minimum(a[:, None, 2], b[None, :, 2]) - jnp.maximum(a[:, None, 0], b[None, :, 0]) + off, 0.0)
+  h = jnp.maximum(jnp.minimum(a[:, None, 3], b[None, :, 3]) - jnp.maximum(a[:, None, 1], b[None, :, 1]) + off, 0.0)
+  inter = w * h
+  union = area_b[None, :] + area_a[:, None] - inter
+  iou = jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
+  return (iou >= iou_thresh) if inclusive else (iou > iou_thresh)
+
+
 def nms(boxes, scores, valid, iou_thresh, max_out, plus_one=False, inclusive=False):
   """Greedy NMS of one image with a fixed number of output slots.
 
-  boxes (N, 4) xyxy, scores (N,), valid (N,) bool. Repeatedly takes the highest-scoring remaining
-  box (ties -> lowest index, as a stable sort would) and suppresses the rest whose IoU with it is
-  > iou_thresh (>= with `inclusive`); `plus_one` uses pixel-inclusive +1 widths (ALFNet).
-  Returns (indices (max_out,) int32, keep (max_out,) bool), in score order.
+  boxes (N, 4) xyxy, scores (N,), valid (N,) bool. Greedy: repeatedly take the highest-scoring
+  remaining box (ties -> lowest index, as a stable sort would) and suppress the rest whose IoU with it
+  is > iou_thresh (>= with `inclusive`); `plus_one` uses pixel-inclusive +1 widths (ALFNet).
+  Returns (indices (max_out,) int32, keep (max_out,) bool), in score order; unused slots hold index 0.
+  A valid box with score +inf takes a slot (and suppresses) with keep False; -inf counts as not valid.
+
+  Computed in parallel, not one argmax per slot: one stable sort by score, then blocks of NMS_BLOCK
+  sorted candidates (as TensorFlow's padded NMS, tf.image.non_max_suppression_padded): a block is first
+  cut by the boxes already kept (one (max_out, block) IoU), then resolved inside by iterating
+  `alive[j] = candidate[j] and no alive i < j overlaps j` to its fixed point, which is the greedy answer
+  (box j depends only on earlier boxes, so after t rounds the first t are final; the loop stops at the
+  first unchanged round, usually after a few). Blocks stop once max_out boxes are kept or the valid
+  candidates run out. Same outputs as the serial greedy loop, bit for bit (same IoU arithmetic).
   """
+  n = boxes.shape[0]
   off = 1.0 if plus_one else 0.0
-  x1, y1, x2, y2 = (boxes[:, i] for i in range(4))
-  areas = (x2 - x1 + off) * (y2 - y1 + off)
-  remaining = jnp.where(valid, scores, -jnp.inf)
+  if n == 0 or max_out == 0:
+    return jnp.zeros((max_out,), jnp.int32), jnp.zeros((max_out,), bool)
+  block = min(NMS_BLOCK, n)
+  num_blocks = -(-n // block)
+  pad = num_blocks * block - n
+  capacity = -(-min(max_out, n) // block) * block                       # kept-box slots: never more than n
+  score = jnp.where(valid, scores, -jnp.inf)
+  order = jnp.argsort(-score, stable=True).astype(jnp.int32)            # descending, ties -> lower index
+  sorted_boxes = jnp.pad(boxes[order].astype(jnp.float32), ((0, pad), (0, 0)))
+  areas = (sorted_boxes[:, 2] - sorted_boxes[:, 0] + off) * (sorted_boxes[:, 3] - sorted_boxes[:, 1] + off)
+  candidate = jnp.pad(score[order] > -jnp.inf, (0, pad))
+  order = jnp.pad(order, (0, pad))
+  num_candidates = jnp.sum(candidate)
+  earlier = jnp.arange(block)[:, None] < jnp.arange(block)[None, :]      # i before j in score order
+  limit = min(max_out, n)
+  overlaps = lambda a, area_a, b, area_b: _overlaps(a, area_a, b, area_b, iou_thresh, off, inclusive)
 
-  def body(i, carry):
-    remaining, idx, keep = carry
-    j = jnp.argmax(remaining)
-    ok = jnp.isfinite(remaining[j])
-    w = jnp.maximum(jnp.minimum(x2, x2[j]) - jnp.maximum(x1, x1[j]) + off, 0.0)
-    h = jnp.maximum(jnp.minimum(y2, y2[j]) - jnp.maximum(y1, y1[j]) + off, 0.0)
-    inter = w * h
-    union = areas + areas[j] - inter
-    iou = jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
-    suppress = (iou >= iou_thresh) if inclusive else (iou > iou_thresh)
-    remaining = jnp.where(suppress, -jnp.inf, remaining).at[j].set(-jnp.inf)
-    return remaining, idx.at[i].set(j), keep.at[i].set(ok)
+  def cut_by_kept(alive, blk, blk_area, count, kept_boxes, kept_areas):
+    """alive minus the boxes overlapping one of the `count` kept boxes, compared one filled chunk at a time."""
+    def body(c, alive):
+      kb = jax.lax.dynamic_slice_in_dim(kept_boxes, c * block, block)
+      ka = jax.lax.dynamic_slice_in_dim(kept_areas, c * block, block)
+      filled = (c * block + jnp.arange(block)) < count
+      return alive & ~jnp.any(overlaps(kb, ka, blk, blk_area) & filled[:, None], axis=0)
+    return jax.lax.fori_loop(0, (count + block - 1) // block, body, alive)
 
-  init = (remaining, jnp.zeros((max_out,), jnp.int32), jnp.zeros((max_out,), bool))
-  _, idx, keep = jax.lax.fori_loop(0, max_out, body, init)
+  def resolve(alive, within):
+    """The greedy fixed point of one block: alive (block,) candidates, within (block, block) i-before-j overlaps."""
+    def body(carry):
+      a, _ = carry
+      b = alive & ~jnp.any(within & a[:, None], axis=0)
+      return b, jnp.any(b != a)
+    return jax.lax.while_loop(lambda c: c[1], body, (alive, jnp.array(True)))[0]
+
+  def body(carry):
+    b, count, kept_boxes, kept_areas, idx = carry
+    start = b * block
+    blk = jax.lax.dynamic_slice_in_dim(sorted_boxes, start, block)
+    blk_area = jax.lax.dynamic_slice_in_dim(areas, start, block)
+    alive = jax.lax.dynamic_slice_in_dim(candidate, start, block)
+    alive = cut_by_kept(alive, blk, blk_area, count, kept_boxes, kept_areas)
+    alive = resolve(alive, overlaps(blk, blk_area, blk, blk_area) & earlier)
+    pos = jnp.where(alive, count + jnp.cumsum(alive) - 1, capacity)          # past the slots: dropped
+    pos = jnp.where(pos < limit, pos, capacity)
+    kept_boxes = kept_boxes.at[pos].set(blk, mode="drop")
+    kept_areas = kept_areas.at[pos].set(blk_area, mode="drop")
+    idx = idx.at[pos].set(jax.lax.dynamic_slice_in_dim(order, start, block), mode="drop")
+    return b + 1, jnp.minimum(count + jnp.sum(alive), limit), kept_boxes, kept_areas, idx
+
+  cond = lambda c: (c[0] < num_blocks) & (c[1] < limit) & (c[0] * block < num_candidates)
+  init = (jnp.int32(0), jnp.int32(0), jnp.zeros((capacity, 4), jnp.float32), jnp.zeros((capacity,), jnp.float32),
+          jnp.zeros((capacity,), jnp.int32))
+  _, count, _, _, idx = jax.lax.while_loop(cond, body, init)
+  idx = jnp.pad(idx, (0, max(max_out - capacity, 0)))[:max_out]
+  keep = (jnp.arange(max_out) < count) & jnp.isfinite(score[idx])
   return idx, keep
 
 

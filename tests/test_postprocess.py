@@ -6,6 +6,7 @@ import ml_collections
 import pytest
 
 from lla_jax import postprocess
+from tests.reference import nms_loop
 
 
 def greedy_nms_np(boxes, scores, thresh, max_out, plus_one=False, inclusive=False):
@@ -43,6 +44,55 @@ def test_nms_matches_numpy_greedy(seed, plus_one, inclusive):
   ref = greedy_nms_np(boxes[valid], scores[valid], 0.5, 50, plus_one, inclusive)
   ref = list(np.nonzero(valid)[0][ref])
   assert list(np.asarray(idx)[np.asarray(keep)]) == ref
+
+
+def _crowded(rng, n, quantum):
+  """Crowded boxes (some zero-width, some snapped to a grid: exact IoU ties) and rounded scores (ties)."""
+  xy = rng.uniform(0, 150, (n, 2))
+  wh = rng.uniform(0, 60, (n, 2)) * (rng.random((n, 1)) > 0.03)
+  boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+  if quantum:
+    boxes = np.round(boxes / quantum) * quantum
+  return boxes, np.round(rng.uniform(0, 1, n), int(rng.integers(1, 4))).astype(np.float32), rng.random(n) > 0.15
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_blocked_nms_equals_the_serial_loop_and_numpy_greedy(seed):
+  """The blocked NMS gives the fori_loop NMS's (idx, keep) exactly, across blocks (n > NMS_BLOCK), slots
+  beyond n, thresholds 0 (inclusive: any touching box), plus_one and inclusive, and the numpy greedy order."""
+  rng = np.random.default_rng(seed)
+  n = int(rng.choice([1, 7, 300, 700]))
+  max_out = int(rng.choice([1, 50, 300, 1000]))
+  boxes, scores, valid = _crowded(rng, n, quantum=8.0 if seed % 2 else 0.0)
+  thresh = float(rng.choice([0.0, 0.3, 0.5, 0.6]))
+  plus_one, inclusive = bool(seed % 3 == 0), bool(seed % 4 < 2)
+  args = (jnp.array(boxes), jnp.array(scores), jnp.array(valid), thresh, max_out, plus_one, inclusive)
+  idx, keep = postprocess.nms(*args)
+  ref_idx, ref_keep = nms_loop.nms_loop(*args)
+  np.testing.assert_array_equal(np.asarray(idx), np.asarray(ref_idx))
+  np.testing.assert_array_equal(np.asarray(keep), np.asarray(ref_keep))
+  greedy = nms_loop.greedy_nms_numpy(boxes, scores, valid, thresh, max_out, plus_one, inclusive)
+  assert list(np.asarray(idx)[np.asarray(keep)]) == greedy
+
+
+def test_blocked_nms_infinite_scores_as_the_loop():
+  """+inf takes a slot with keep False (the loop's isfinite check); -inf is never chosen."""
+  boxes = jnp.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [80, 80, 90, 90]], jnp.float32)
+  scores = jnp.array([0.5, jnp.inf, 0.7, -jnp.inf])
+  valid = jnp.array([True, True, True, True])
+  for got, want in zip(postprocess.nms(boxes, scores, valid, 0.5, 4), nms_loop.nms_loop(boxes, scores, valid, 0.5, 4)):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_batched_nms_class_aware_equals_the_loop():
+  rng = np.random.default_rng(5)
+  parts = [_crowded(rng, 400, 0.0) for _ in range(3)]
+  boxes, scores, valid = (jnp.array(np.stack(x)) for x in zip(*parts))
+  classes = jnp.array(rng.integers(0, 3, (3, 400)))
+  got = jax.jit(lambda *a: postprocess.batched_nms(*a, 0.6, 200, classes=classes))(boxes, scores, valid)
+  want = nms_loop.batched_nms_loop(boxes, scores, valid, 0.6, 200, classes=classes)
+  for g, w in zip(got, want):
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
 
 
 def test_nms_fewer_boxes_than_slots():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lla_jax import boxes
 from lla_jax.assigners import common
@@ -29,9 +30,10 @@ def assign(points, strides, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid, cf
   positive; a point positive for several GTs goes to the one of maximum IoU (ties: lowest index).
   A point given to an ignore GT is invalid. num_fg counts non-ignore foreground points.
   """
+  levels = common.level_strides(cfg, DEFAULTS)
+  runs = level_runs(strides, levels)  # before jnp.asarray: under jit that turns numpy strides into tracers
   points, strides, gt_boxes = (jnp.asarray(v, jnp.float32) for v in (points, strides, gt_boxes))
   gt_classes, gt_valid = jnp.asarray(gt_classes, jnp.int32), jnp.asarray(gt_valid, bool)
-  levels = common.level_strides(cfg, DEFAULTS)
   common.check_inputs("atss", points, strides, jnp.asarray(cls_logits), jnp.asarray(ltrb), gt_boxes, gt_classes,
                       gt_valid, known_strides=levels)
   topk = int(common.option(cfg, "topk", DEFAULTS))
@@ -39,7 +41,7 @@ def assign(points, strides, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid, cf
     raise ValueError(f"atss assigner cfg field 'topk'={topk}: expected >= 1")
   anchor_scale = float(common.option(cfg, "anchor_scale", DEFAULTS))
 
-  idx, ok = candidates(points, strides, gt_boxes, levels, topk)
+  idx, ok = candidates(points, strides, gt_boxes, levels, topk, runs)
   anchors = pseudo_anchors(points, strides, anchor_scale)
   # IoU and centre-in-box only for the (M, L * topk) candidates, not for all (M, A) pairs.
   iou = jax.vmap(lambda g, a: boxes.pairwise_iou(g[None], a)[0])(gt_boxes, anchors[idx])
@@ -56,28 +58,63 @@ def pseudo_anchors(points, strides, anchor_scale):
   return jnp.stack([points[:, 0] - h, points[:, 1] - h, points[:, 0] + h, points[:, 1] + h], axis=-1)
 
 
-def candidates(points, strides, gt_boxes, levels, topk):
+def candidates(points, strides, gt_boxes, levels, topk, runs=None):
   """Per GT and level, the `topk` points nearest (Euclidean) to the GT centre.
 
   Returns idx (M, L * k) int32 point indices and ok (M, L * k) bool, k = min(topk, A). ok is False for the
-  slots of a level holding fewer than k points (those slots index points of other levels).
-  Each level is selected by masking the other levels' distances with +inf and taking lax.top_k over all
-  A points: static shapes without knowing the level sizes. lax.top_k returns equal values in index order,
-  so equal distances go to the lowest point index (deterministic; upstream torch.topk leaves it open).
+  slots of a level holding fewer than k points (what those slots index is unspecified).
+  lax.top_k returns equal values in index order, so equal distances go to the lowest point index
+  (deterministic; upstream torch.topk leaves it open).
+  runs: level_runs(strides, levels), or None to find them here. When the strides are concrete (the points
+  come from priors.fpn_points, built once per shape) and each level is one contiguous run of points, the
+  distances and the top-k are computed on each level's slice: one pass over (M, A) in all. Otherwise
+  (traced strides) each level masks the other levels' distances with +inf and takes lax.top_k over all A
+  points: L passes, same result.
   """
   cx = 0.5 * (gt_boxes[:, 0] + gt_boxes[:, 2])
   cy = 0.5 * (gt_boxes[:, 1] + gt_boxes[:, 3])
   k = min(topk, points.shape[0])
+  shape = (gt_boxes.shape[0], len(levels) * k)
+
+  def dist(p):
+    return jnp.sqrt((p[None, :, 0] - cx[:, None]) ** 2 + (p[None, :, 1] - cy[:, None]) ** 2)
+
+  runs = level_runs(strides, levels) if runs is None else runs
+  if runs is not None:
+    idx, ok = [], []
+    for start, stop in runs:
+      n = min(k, stop - start)
+      if n == 0:
+        i = jnp.zeros((shape[0], 0), jnp.int32)
+      else:
+        _, i = jax.lax.top_k(-dist(points[start:stop]), n)
+      idx.append(jnp.pad(i.astype(jnp.int32) + start, ((0, 0), (0, k - n))))
+      ok.append(jnp.broadcast_to(jnp.arange(k) < n, (shape[0], k)))
+    return jnp.concatenate(idx, axis=1), jnp.concatenate(ok, axis=1)
 
   def nearest_in_level(s):
-    dist = jnp.sqrt((points[None, :, 0] - cx[:, None]) ** 2 + (points[None, :, 1] - cy[:, None]) ** 2)
-    neg, i = jax.lax.top_k(jnp.where(strides[None, :] == s, -dist, -jnp.inf), k)
+    neg, i = jax.lax.top_k(jnp.where(strides[None, :] == s, -dist(points), -jnp.inf), k)
     return i, neg > -jnp.inf
 
   # lax.map, not a Python loop: one level at a time keeps a single (M, A) distance buffer alive.
   idx, ok = jax.lax.map(nearest_in_level, jnp.asarray(levels, jnp.float32))  # (L, M, k)
-  shape = (gt_boxes.shape[0], len(levels) * k)
   return jnp.moveaxis(idx, 0, 1).reshape(shape).astype(jnp.int32), jnp.moveaxis(ok, 0, 1).reshape(shape)
+
+
+def level_runs(strides, levels):
+  """[(start, stop)] of each level's points when `strides` is concrete and every level is one contiguous run
+  (an absent level gives an empty run); None when traced or not contiguous."""
+  try:
+    concrete = np.asarray(strides)
+  except jax.errors.JAXTypeError:  # traced under jit/vmap: the layout is not known here
+    return None
+  runs = []
+  for s in levels:
+    where = np.flatnonzero(concrete == s)
+    if where.size and where[-1] - where[0] + 1 != where.size:
+      return None
+    runs.append((int(where[0]), int(where[-1]) + 1) if where.size else (0, 0))
+  return runs
 
 
 def adaptive_iou_threshold(iou, ok):

@@ -84,10 +84,11 @@ def smallest_area_gt(eligible, gt_boxes):
   if gt_boxes.shape[0] == 0:
     return jnp.full(eligible.shape[1:], -1, jnp.int32)
   area = (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
-  cost = jnp.where(eligible, area[:, None], jnp.inf)
-  # Two plain reductions (min, then the lowest index reaching it) run faster on XLA:CPU than argmin's
-  # variadic reduce, and make the tie rule explicit.
-  smallest = jnp.min(cost, axis=0)
-  rows = jnp.arange(cost.shape[0], dtype=jnp.int32)[:, None]
-  best = jnp.min(jnp.where(cost == smallest[None, :], rows, cost.shape[0]), axis=0)
+  # Reduced over the GT axis as the minor (contiguous) axis of an (A, M) array: XLA:CPU reduces a row-major
+  # (M, A) array over M with a strided inner loop, several times slower. Two plain reductions (min, then the
+  # lowest index reaching it) also beat argmin's variadic reduce there, and make the tie rule explicit.
+  cost = jnp.where(eligible.T, area[None, :], jnp.inf)                                   # (A, M)
+  smallest = jnp.min(cost, axis=1)
+  rows = jnp.arange(cost.shape[1], dtype=jnp.int32)[None, :]
+  best = jnp.min(jnp.where(cost == smallest[:, None], rows, cost.shape[1]), axis=1)
   return jnp.where(smallest < jnp.inf, best, -1)

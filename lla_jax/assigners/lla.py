@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax import custom_batching
 
 from lla_jax import boxes, losses
 from lla_jax.assigners import common
@@ -34,8 +35,15 @@ def cost_matrix(points, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid, cfg=No
   alpha, gamma = _get(cfg, "focal_alpha"), _get(cfg, "focal_gamma")
   pos = losses.sigmoid_focal_loss(cls_logits, jnp.ones_like(cls_logits), alpha, gamma)    # (A, C)
   neg = losses.sigmoid_focal_loss(cls_logits, jnp.zeros_like(cls_logits), alpha, gamma)   # (A, C)
-  cls = jnp.maximum(gt_classes, 0)
-  cls_cost = neg.sum(-1)[None, :] - neg.T[cls] + pos.T[cls]                              # (M, A)
+  # (neg_sum - neg_c) + pos_c as a reduction over a stacked axis (the same additions in the same order):
+  # XLA then computes it once per point instead of inlining the focal terms into every (M, A) element.
+  per_class = jnp.sum(jnp.stack([jnp.broadcast_to(neg.sum(-1)[:, None], neg.shape), -neg, pos]), axis=0).T  # (C, A)
+  # cls_cost[g] = per_class[max(class_g, 0)] (the last class for larger ids, as a clamped gather), chosen
+  # with selects: an (M, A) gather would be materialised, a select fuses into the cost's single pass.
+  cls = jnp.maximum(gt_classes, 0)[:, None]
+  cls_cost = per_class[-1][None, :]
+  for c in range(per_class.shape[0] - 2, -1, -1):                                         # static, C small
+    cls_cost = jnp.where(cls == c, per_class[c][None, :], cls_cost)                       # (M, A)
   pred = tuple(ltrb[None, :, i].astype(jnp.float32) for i in range(4))
   inter, union, _ = boxes.ltrb_overlap(pred, (l, t, r, b))
   iou = inter / jnp.maximum(union, boxes.EPS)
@@ -49,22 +57,79 @@ def cost_matrix(points, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid, cfg=No
   return cost, iou
 
 
-def select_positives(cost, k):
+def select_positives(cost, k, column_cost=None):
   """Top-K per GT row, then conflicts resolved by argmin over all rows (lla.md §6.3).
 
   cost (M, A) with +inf on rows/entries that may not be chosen. Returns assigned (A,) int32, the
   GT of each point or -1. Ties go to the lowest index: lax.top_k and argmin both prefer it.
+  column_cost(cols) -> (M, len(cols)): the same cost for some columns, recomputed from the inputs;
+  by default gathered from `cost`. Recomputing keeps `cost` (fused into the top-K pass) the only (M, A)
+  buffer: a second reader of `cost` makes XLA materialise parts of it twice.
+
+  Only (M, K)-sized work besides the one top-K pass: the claims are M * K scatters into (A,)
+  counters, and the argmin over all rows is taken only for the claimed columns, not for all A
+  points. A full (M, A) claims mask and column reductions over (M, A) cost several passes over the
+  largest array and dominated the time on XLA:CPU.
   """
   m, a = cost.shape
   k = min(k, a)
-  _, idx = jax.lax.top_k(-cost, k)                                           # (M, K)
-  picked = jnp.isfinite(jnp.take_along_axis(cost, idx, axis=1))             # no inf picks
-  claims = jnp.zeros((m, a), jnp.int32).at[jnp.arange(m)[:, None], idx].add(picked.astype(jnp.int32))
-  count = claims.sum(0)
-  only = jnp.argmax(claims, axis=0)           # the claimant when there is exactly one
-  cheapest = jnp.argmin(cost, axis=0)         # over ALL rows, not only the claimants
+  neg, idx = _top_k_rows(-cost, k)                                          # (M, K), K cheapest per row
+  picked = neg > -jnp.inf                                                   # no inf picks
+  cols = idx.reshape(-1)
+  rows = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32)[:, None], idx.shape)
+  count = jnp.zeros((a,), jnp.int32).at[cols].add(picked.reshape(-1).astype(jnp.int32))
+  only = jnp.full((a,), -1, jnp.int32).at[cols].max(jnp.where(picked, rows, -1).reshape(-1))
+  # argmin over ALL rows of each claimed column (not only over the claimants); every pick of a column
+  # computes the same winner, so the scatter order does not matter.
+  claimed = cost[:, cols] if column_cost is None else column_cost(cols)     # (M, M * K)
+  cheapest = jnp.zeros((a,), jnp.int32).at[cols].set(_first_argmin(claimed.T))
   assigned = jnp.where(count > 1, cheapest, only)
   return jnp.where(count > 0, assigned, -1).astype(jnp.int32)
+
+
+def _top_k_rows(x, k):
+  """lax.top_k over the last axis of x (..., N) -> (values, indices) (..., k), lowest index first on ties.
+
+  Under vmap the batch axes are folded into the rows (one (B * M, N) top-k): with lax.top_k's own batching,
+  XLA:CPU materialises part of the cost computation feeding it as a second (B, M, A) buffer (16 x 500 GTs:
+  1.40 GiB of temporaries instead of 0.70 GiB).
+  """
+  @custom_batching.custom_vmap
+  def top(x):
+    return list(jax.lax.top_k(x, k))
+
+  @top.def_vmap
+  def _batched(axis_size, in_batched, x):
+    del axis_size
+    if not in_batched[0]:
+      return top(x), [False, False]
+    v, i = top(x.reshape(-1, x.shape[-1]))
+    return [v.reshape(x.shape[:-1] + (k,)), i.reshape(x.shape[:-1] + (k,))], [True, True]
+
+  return tuple(top(x))
+
+
+def _first_argmin(x):
+  """(N, M) -> (N,) int32 index of each row's first minimum.
+
+  Rows, not columns: XLA:CPU reduces over a row-major array's leading axis with a strided inner loop. Two
+  plain reductions (min, then the lowest index reaching it) instead of argmin's variadic reduce, which
+  XLA:CPU runs several times slower when it fuses the cost computation into it.
+  """
+  smallest = jnp.min(x, axis=1)
+  index = jnp.arange(x.shape[1], dtype=jnp.int32)[None, :]
+  return jnp.min(jnp.where(x == smallest[:, None], index, x.shape[1]), axis=1)
+
+
+def iou_with_assigned(points, ltrb, gt_boxes, assigned):
+  """(A,) plain IoU of each point's predicted box with its assigned GT (row 0 for background points),
+  the same float operations as cost_matrix's IoU but on A pairs instead of (M, A)."""
+  g = gt_boxes[jnp.maximum(assigned, 0)]
+  x, y = points[:, 0], points[:, 1]
+  target = (x - g[:, 0], y - g[:, 1], g[:, 2] - x, g[:, 3] - y)
+  pred = tuple(ltrb[:, i].astype(jnp.float32) for i in range(4))
+  inter, union, _ = boxes.ltrb_overlap(pred, target)
+  return inter / jnp.maximum(union, boxes.EPS)
 
 
 def assign(points, strides, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid, cfg=None) -> Targets:
@@ -76,11 +141,17 @@ def assign(points, strides, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid, cf
   """
   common.check_inputs("lla", points, strides, jnp.asarray(cls_logits), jnp.asarray(ltrb), gt_boxes, gt_classes,
                       gt_valid)
+  points, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid = (
+      jnp.asarray(x) for x in (points, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid))
   if gt_boxes.shape[0] == 0:
     return common.targets_from_matches(points, gt_boxes, gt_classes, jnp.full((points.shape[0],), -1))
-  cost, iou = cost_matrix(points, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid, cfg)
-  assigned = select_positives(cost, _get(cfg, "topk"))
+  # The (M, A) cost is the only large array: its IoU output is unused here (XLA drops it) and IoU* is
+  # recomputed for the A assigned pairs.
+  cost_of = lambda p, c, l: cost_matrix(p, c, l, gt_boxes, gt_classes, gt_valid, cfg)[0]
+  cost = cost_of(points, cls_logits, ltrb)
+  assigned = select_positives(cost, _get(cfg, "topk"),
+                              column_cost=lambda cols: cost_of(points[cols], cls_logits[cols], ltrb[cols]))
   # IoU* = IoU of the detached prediction with the assigned GT; ignore matches count in num_fg (Q2).
-  iou_star = iou[jnp.maximum(assigned, 0), jnp.arange(points.shape[0])]
+  iou_star = iou_with_assigned(points, ltrb, gt_boxes, assigned)
   return common.targets_from_matches(points, gt_boxes, gt_classes, assigned, aux_target=iou_star,
                                      num_fg_counts_ignore=True)

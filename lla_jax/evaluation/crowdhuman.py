@@ -290,15 +290,26 @@ def _ji_matched(w, rows, kept, dt_in_ignore, gt_in_ignore):
   w (R, G) IoU rows of the score-sorted DTs with an edge (-inf for non-edges), whose ranks are `rows` (R,)
   ascending; kept (T,) the number of DTs above each threshold (non-increasing); dt_in_ignore (D,),
   gt_in_ignore (G,) bool. A matching stays optimal at a higher threshold while all its DTs survive (the edge
-  set only shrinks), so the assignment is solved again only when one of its DTs drops out.
+  set only shrinks). When matched DTs drop out but none of the GTs they free has an edge to a surviving DT,
+  the rest of the matching is still optimal (a better one would, with the dropped pairs added back, beat the
+  matching it came from). Only otherwise is the assignment solved again.
   """
   out = np.zeros((len(kept), 3), np.int64)
-  r = None
+  edge = w > IOU_THRESHOLD
+  weights = np.where(edge, w, 0.0)  # max_weight_matching's assignment problem, built once for all thresholds
+  r = c = None
   for t, p in enumerate(np.searchsorted(rows, kept).tolist()):
     if p == 0:
       break
+    if r is not None and r.size and r[-1] >= p:
+      gone = r >= p
+      if not edge[:p, c[gone]].any():
+        r, c = r[~gone], c[~gone]
+        stats = (r.size, np.count_nonzero(dt_in_ignore[rows[r]]), np.count_nonzero(gt_in_ignore[c]))
     if r is None or (r.size and r[-1] >= p):
-      r, c = max_weight_matching(w[:p])
+      r, c = linear_sum_assignment(weights[:p], maximize=True)  # as max_weight_matching(w[:p])
+      matched = edge[r, c]
+      r, c = r[matched], c[matched]
       stats = (r.size, np.count_nonzero(dt_in_ignore[rows[r]]), np.count_nonzero(gt_in_ignore[c]))
     out[t] = stats
   return out

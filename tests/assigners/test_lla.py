@@ -114,3 +114,27 @@ def test_batched_under_jit_matches_per_image():
     ref = assign_np(pts.xy, pts.strides, *im[1:])
     np.testing.assert_array_equal(got.matched_gt[i], ref["matched_gt"])
     assert float(got.num_fg[i]) == ref["num_fg"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_select_positives_ties_and_inf_rows(seed):
+  """Quantised costs (many exact ties, also at the K-th value), +inf rows and entries: the K cheapest per row by
+  stable sort, contested points to the first all-rows minimum; with column_cost recomputing the columns too."""
+  rng = np.random.default_rng(seed)
+  m, a, k = 40, 300, int(rng.integers(1, 12))
+  cost = np.round(rng.uniform(0, 3, (m, a)), 1).astype(np.float32)
+  cost[rng.random((m, a)) < 0.05] = np.inf
+  cost[rng.random(m) < 0.2] = np.inf
+  want = np.full(a, -1)
+  claims = np.zeros((m, a), int)
+  for g in range(m):
+    for p in np.argsort(cost[g], kind="stable")[:k]:
+      claims[g, p] += np.isfinite(cost[g, p])
+  for p in range(a):
+    who = np.flatnonzero(claims[:, p])
+    if len(who):
+      want[p] = who[0] if len(who) == 1 else int(np.argmin(cost[:, p]))
+  c = jnp.array(cost)
+  np.testing.assert_array_equal(np.asarray(jax.jit(lla.select_positives, static_argnums=1)(c, k)), want)
+  got = lla.select_positives(c, k, column_cost=lambda cols: c[:, cols])
+  np.testing.assert_array_equal(np.asarray(got), want)
