@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_pipelines import synthetic
-from lla_jax import cli, predict, serving
+from configs import alfnet_quickstart
+from data_pipelines import synthetic, transforms
+from lla_jax import cli, export, predict, serving
 from lla_jax.evaluation import odgt
+from lla_jax.methods import get_method
 from tests.test_end_to_end import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -141,3 +143,29 @@ def test_bad_inputs(exported, tmp_path):
   spec = dict(spec, input_size=[48, 48])   # a contract whose input size does not hold max_size
   with pytest.raises(ValueError, match=r"image 0: resized to 64x96, larger than the artifact's input_size 48x48"):
     serving.detect(artifact, spec, [np.zeros((64, 96, 3), np.uint8)])
+
+
+def test_alfnet_exports_with_a_symbolic_batch():
+  """The export goes through Method.predict only: ALFNet (untrained) exports too, and its artifact gives
+  jit(predict)'s detections on the pipeline's normalised, zero-padded input, at batch sizes 1 and 2."""
+  c = alfnet_quickstart.get_config()
+  c.data.render_size = c.data.train_size = c.data.eval_size = c.data.pad_size = (64, 96)
+  c.data.min_size, c.data.max_size = 64, 96
+  c.test.score_thresh = 0.0   # untrained: keep detections to compare
+  method = get_method(c)
+  with jax.default_prng_impl("unsafe_rbg"):
+    variables = method.init(jax.random.key(0), (64, 96))
+  size = export.input_size(c)
+  artifact = jax.export.deserialize(export.export_inference(export.inference_fn(c, method, variables, size), size).serialize())
+  image = np.random.default_rng(0).integers(0, 256, (2, 64, 90, 3), dtype=np.uint8)
+  padded = np.zeros((2, *size, 3), np.uint8)
+  padded[:, :64, :90] = image
+  normalised = np.zeros((2, *size, 3), np.float32)
+  normalised[:, :64, :90] = transforms.normalize_image(image, c.data.pixel_mean, c.data.pixel_std, c.data.bgr)
+  sizes, orig = np.tile([[64, 90]], (2, 1)).astype(np.int32), np.tile([[128, 180]], (2, 1)).astype(np.int32)
+  want = jax.jit(method.predict)(variables, {"image": normalised, "image_size": sizes, "orig_size": orig})
+  assert np.asarray(want.valid).sum(1).min() > 0
+  for b in (1, 2):
+    got = artifact.call(padded[:b], sizes[:b], orig[:b])
+    for k in export.OUTPUTS:
+      np.testing.assert_allclose(np.asarray(got[k]), np.asarray(getattr(want, k))[:b], atol=BOX_ATOL, rtol=0, err_msg=k)
