@@ -1,6 +1,6 @@
 """Shared defaults.
 
-`get_common_config()`: what every method reads (seed, data, backbone, test, train, evals, convert).
+`get_common_config()`: what every method reads (seed, data, backbone, test, train, evals, convert, export).
 `get_base_config()`: the LLA.FCOS R-50 CrowdHuman recipe of the released code (LLA repository,
 playground/detection/crowdhuman/lla.res50.fpn.crowdhuman.800size.30k/config.py, on cvpods'
 defaults): the common sections plus the FCOS-family ones (`add_fcos_family`: model.fpn, model.head,
@@ -104,6 +104,12 @@ def get_common_config():
   cv.step = 0                     # checkpoint step to save the converted state as
   cv.strict = True                # stop on missing / mismatched / unplaceable names of the imported scope
   cv.check_pixels = True          # stop when data.bgr / pixel_mean / pixel_std disagree with the weights
+
+  # --mode=export (lla_jax/export.py): W/export/detector.jax, run by lla_jax/serving.py.
+  c.export = ex = ml_collections.ConfigDict()
+  # Fixed (H, W) the caller pads every resized image to; None: the square --mode=predict pads to.
+  ex.input_size = ml_collections.FieldReference(None, field_type=tuple)
+  ex.platforms = ("cpu", "cuda")  # lowered for each: one file runs on CPU and NVIDIA GPUs
   return c
 
 

@@ -9,13 +9,22 @@ import tempfile
 
 def write_text(path, text: str) -> str:
   """Writes `text` to `path` (folders created). Returns the path."""
+  return _write(path, text, "w")
+
+
+def write_bytes(path, data: bytes) -> str:
+  """Writes `data` to `path` (folders created). Returns the path."""
+  return _write(path, data, "wb")
+
+
+def _write(path, data, mode: str) -> str:
   path = os.fspath(path)
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path) + ".", dir=folder)
   try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
+    with os.fdopen(fd, mode) as f:
+      f.write(data)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

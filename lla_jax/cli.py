@@ -61,9 +61,10 @@ def train_and_evaluate(config, workdir: str):
   return train.train_and_evaluate(config, workdir, evaluate_fn=functools.partial(evaluate.evaluate, config, workdir))
 
 
-def run(config, workdir: str, mode: str, step=None, images=None):
-  """Runs `mode` (train | eval | predict | convert). The mode modules are imported here, after main.py
-  has initialised the distributed runtime, which must precede anything that touches a device."""
+def run(config, workdir: str, mode: str, step=None, images=None, exported=None, config_name=None):
+  """Runs `mode` (train | eval | predict | convert | export). The mode modules are imported here, after
+  main.py has initialised the distributed runtime, which must precede anything that touches a device.
+  exported: --mode=predict from this artifact of --mode=export; config_name: the --config file (export)."""
   import jax
   from absl import logging
   logging.set_verbosity(logging.WARNING)
@@ -79,8 +80,11 @@ def run(config, workdir: str, mode: str, step=None, images=None):
     return evaluate.evaluate(config, workdir, step=step)
   if mode == "predict":
     from lla_jax import predict
-    return predict.predict_folder(config, workdir, images, step=step)
+    return predict.predict_folder(config, workdir, images, step=step, exported=exported)
   if mode == "convert":
     from lla_jax import convert
     return convert.convert(config, workdir)
+  if mode == "export":
+    from lla_jax import export
+    return export.export_detector(config, workdir, step=step, config_name=config_name)
   raise ValueError(mode)
