@@ -1,14 +1,16 @@
 """Data pipelines: TFDS builders, the tf.data input pipeline and a TensorFlow-free numpy source.
 
-Builders: synthetic_crowds.py (built on first use), crowdhuman.py and citypersons.py (from the official
-files, once: `python -m data_pipelines.prepare crowdhuman|citypersons --manual_dir DIR --data_dir OUT`).
+Builders: synthetic_crowds.py (built on first use), crowdhuman.py, citypersons.py and caltech.py (from the
+official files, once: `python -m data_pipelines.prepare crowdhuman|citypersons|caltech --manual_dir DIR
+--data_dir OUT`).
 
 `create_dataset(data_cfg, split, batch_size, train, seed, process_index, process_count)` returns
 `(iterator, info)`: the iterator yields numpy Batch dicts (lla_jax/types.py); info holds "num_images",
 "records" ([{"ID", "width", "height", "index"}] in image_id order; CityPersons records add "eval_image_id"
 (the image id of the GT json, index + 1) and "im_name"), "gt_odgt" (CrowdHuman-format GT of the split,
 for evaluation; None for CityPersons), "gt_json" (CityPersons: the GT in the evaluator's val_gt.json
-layout, for lla_jax.evaluation.citypersons.load_gt; None otherwise), "max_boxes" (most boxes of one
+layout, for lla_jax.evaluation.citypersons.load_gt; None otherwise), Caltech also "gt_caltech" (the folder of
+per-frame bbGt files) and "gt_caltech_frames" (the frame list in evaluation order), "max_boxes" (most boxes of one
 image in the split) and "stats" (live counters of the iterator).
 
 This module imports neither TensorFlow nor TFDS; `data_cfg.source` picks the implementation:

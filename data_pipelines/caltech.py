@@ -46,6 +46,13 @@ NEW_FOLDERS = {  # new-annotation folders (first found wins); the train folder n
 }
 ANNOTATION_SOURCES = ("auto", "vbb", "new")
 WIDTH, HEIGHT = 640, 480
+# For `python -m data_pipelines.prepare caltech` (its module doc): per split the counts of the official release it
+# warns about (train 1x has no published count), the configs' data.max_boxes, the config it names, the options.
+OFFICIAL = {"train": {}, "train_10x": {"images": OFFICIAL_IMAGES["train_10x"]},
+            "test": {"images": OFFICIAL_IMAGES["test"]}}
+DEFAULT_MAX_BOXES = 64          # data.max_boxes of configs/{lla_r50,alfnet_r50_2s}_caltech.py
+EXAMPLE_CONFIG = "lla_r50_caltech"
+BUILD_OPTIONS = ("annotations",)  # keyword options of Caltech() taken from the prepare command line
 
 LAYOUT = """Expected Caltech Pedestrian layout under --manual_dir (unpack set00.tar .. set10.tar and annotations.zip):
   DIR/setXX/VYYY.seq                 the videos (or DIR/videos/setXX/VYYY.seq)
@@ -116,6 +123,7 @@ class SplitStatistics:
     self.labels = dict.fromkeys(self.LABELS, 0)
     self.videos = set()
     self.max_boxes, self.max_boxes_id = 0, None
+    self.corrupt_ids = []
 
   def add(self, image_id, key, objs, ignore):
     c, bb, n = self.counts, objs["bb"], len(objs["label"])
@@ -135,7 +143,8 @@ class SplitStatistics:
   def as_dict(self) -> dict:
     return {"source": self.source, **self.counts, "labels": dict(self.labels), "videos": len(self.videos),
             "max_boxes": self.max_boxes, "max_boxes_id": self.max_boxes_id,
-            "mean_boxes": round(self.counts["boxes"] / max(self.counts["images"], 1), 3)}
+            "mean_boxes": round(self.counts["boxes"] / max(self.counts["images"], 1), 3),
+            "corrupt_skipped": len(self.corrupt_ids), "corrupt_ids": list(self.corrupt_ids)}
 
 
 def example_from_bbgt(text: str, where: str) -> dict:
@@ -150,8 +159,9 @@ def example_from_bbgt(text: str, where: str) -> dict:
                 "occ": objs["occ"].astype(np.int32)}
 
 
-def generate_split(layout: dict, split: str, stats: SplitStatistics):
-  """Yield (index, example) for the sampled frames of a split's videos, video by video, streaming."""
+def generate_split(layout: dict, split: str, stats: SplitStatistics, skip_corrupt: bool = False):
+  """Yield (index, example) for the sampled frames of a split's videos, video by video, streaming. A frame whose
+  JPEG cannot be decoded stops the build naming it, or with skip_corrupt is left out and counted."""
   index = 0
   folder = layout["new"][split] if stats.source == "new" else None
   for key, (seq_path, vbb_path) in layout["videos"].items():
@@ -173,8 +183,15 @@ def generate_split(layout: dict, split: str, stats: SplitStatistics):
       else:
         where = f"{vbb_path} frame {f}"
         text = caltech_io.vbb_frame_bbgt(vbb["frames"][f])
-      data = seq.frame(f)
-      height, width = caltech_io.jpeg_size(data, f"{seq_path} frame {f}")
+      try:
+        data = seq.frame(f)
+        height, width = caltech_io.jpeg_size(data, f"{seq_path} frame {f}")
+      except ValueError as e:
+        if not skip_corrupt:
+          raise
+        logging.warning("skipping %s: %s", image_id, e)
+        stats.corrupt_ids.append(image_id)
+        continue
       objs, boxes = example_from_bbgt(text, where)
       stats.add(image_id, (*key, f), objs, boxes["ignore"])
       yield index, {"image": data, "image/id": image_id, "image/index": index,
@@ -191,8 +208,9 @@ class Caltech(tfds.core.GeneratorBasedBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = LAYOUT
   code_path = None  # nothing downloaded: no checksums file
 
-  def __init__(self, *, annotations: str = "auto", **kwargs):
+  def __init__(self, *, annotations: str = "auto", skip_corrupt: bool = False, **kwargs):
     self.annotations = annotations
+    self.skip_corrupt = bool(skip_corrupt)
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -213,7 +231,7 @@ class Caltech(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, split, layout):
     stats = SplitStatistics(layout["source"][split])
-    yield from generate_split(layout, split, stats)
+    yield from generate_split(layout, split, stats, self.skip_corrupt)
     self.info.metadata.setdefault("statistics", {})[split] = stats.as_dict()
     logging.info("caltech/%s statistics: %s", split, stats.as_dict())
 

@@ -3,7 +3,8 @@ list, exported once into the cache (settings.cache_dir) and rebuilt when the pre
 
 How a split's GT is exported is the data set's registry entry `gt_format` (EXPORTERS): 'odgt' writes
 CrowdHuman odgt lines with width/height (CrowdHuman, synthetic crowds); 'citypersons_json' writes the
-CityPersons toolbox's val_gt.json layout plus a record list. Either way the pipeline gets a records.SplitGT.
+CityPersons toolbox's val_gt.json layout plus a record list; 'caltech_bbgt' writes the odgt lines and the
+Caltech evaluator's bbGt folder and frame list. Either way the pipeline gets a records.SplitGT.
 """
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_pipelines import caltech
 from data_pipelines import citypersons
 from data_pipelines import records as records_lib
 from data_pipelines import registry
 from data_pipelines import settings
+from lla_jax import atomic
 
 
 def not_prepared_error(name: str, data_dir: str) -> FileNotFoundError:
@@ -183,7 +186,31 @@ def citypersons_split(builder, split: str, data_dir: str) -> records_lib.SplitGT
                  np.array([r["num_boxes"] for r in records], np.int64), np.array([r["has_gt"] for r in records], bool))
 
 
-EXPORTERS = {"odgt": odgt_split, "citypersons_json": citypersons_split}
+def caltech_split(builder, split: str, data_dir: str) -> records_lib.SplitGT:
+  """A Caltech split: the odgt GT of `odgt_split` (the pipeline's box checks; any odgt evaluator) and, for the
+  Caltech evaluator (lla_jax/evaluation/caltech.py), {split}_caltech/annotations/<image id>.txt (each frame's
+  stored bbGt text, data_pipelines/caltech.write_gt) with {split}_caltech/frames.txt (the image ids in
+  image/index order, which is dbEval's evaluation order). Written once into the cache next to the odgt and
+  rebuilt with it. info gets "gt_caltech" (the folder of bbGt files) and "gt_caltech_frames"."""
+  gt_path, stamp_path, stamp = _cache_paths(builder, split, data_dir, "gt.odgt")
+  folder = os.path.join(os.path.dirname(gt_path), f"{split}_caltech")
+  frames = os.path.join(folder, "frames.txt")
+  if _fresh(gt_path, stamp_path, stamp) and os.path.exists(frames):
+    lines = records_lib.read_odgt(gt_path)
+  else:
+    logging.info("Writing the GT of %s/%s to %s and %s", builder.info.full_name, split, gt_path, folder)
+    examples = _indexed_examples(builder, split)
+    lines = [odgt_gt_line(ex) for ex in examples]
+    texts = [(ex["image/id"].decode(), ex["bbgt"].decode()) for ex in examples]
+    atomic.write_folder(folder, lambda tmp: caltech.write_gt(texts, tmp))  # replaces an older export whole
+    records_lib.write_odgt(gt_path, lines)
+    _write_stamp(stamp_path, stamp)
+  out = records_lib.odgt_split(gt_path, lines)
+  out.extra = {"gt_caltech": os.path.join(folder, "annotations"), "gt_caltech_frames": frames}
+  return out
+
+
+EXPORTERS = {"odgt": odgt_split, "citypersons_json": citypersons_split, "caltech_bbgt": caltech_split}
 
 
 def export_split(name: str, builder, split: str, data_dir: str) -> records_lib.SplitGT:

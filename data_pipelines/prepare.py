@@ -4,6 +4,7 @@ evaluation GT into the cache and print the statistics. The last line printed is 
 
   python -m data_pipelines.prepare crowdhuman --manual_dir DIR --data_dir OUT
   python -m data_pipelines.prepare citypersons --manual_dir DIR --data_dir OUT [--annotations auto|json|mat]
+  python -m data_pipelines.prepare caltech --manual_dir DIR --data_dir OUT [--annotations auto|vbb|new]
 
 The choices are the registered data sets (registry.py) whose builder needs manual files. The builder
 module of each provides what this command needs: find_layout(manual_dir, **options), SPLITS, OFFICIAL
@@ -13,8 +14,11 @@ BUILD_OPTIONS (the command-line options its builder takes).
 Options: --skip_corrupt leaves out (and counts) images that cannot be decoded instead of stopping;
 --max_boxes N is the data.max_boxes the configs will use (default: the builder module's
 DEFAULT_MAX_BOXES, that of the configs that train on it: 500 for CrowdHuman, configs/base.py, 128 for
-CityPersons, configs/alfnet_*.py): an image with more boxes stops with an error stating the value the
-statistics call for; --rebuild builds again over an existing build.
+CityPersons, configs/alfnet_*.py, 64 for Caltech, configs/*_caltech.py): an image with more boxes stops with
+an error stating the value the statistics call for; --rebuild builds again over an existing build.
+--annotations picks the box source: CityPersons json | mat, Caltech vbb | new (the new annotations of Zhang
+et al. 2016 where their folders are present); auto prefers json / new. A split whose files are absent from
+DIR (Caltech: no video of its sets) is not built and is named in the warnings.
 Afterwards training needs no further step:
   python main.py --config=configs/lla_r50.py --workdir=W --config.data.data_dir=OUT
 """
@@ -85,14 +89,17 @@ def validate(name: str, data_dir: str) -> dict:
   builder = gt_export.prepared_builder(name, data_dir)
   stats = dict(builder.info.metadata.get("statistics", {}))
   module = _module(name)
-  if sorted(stats) != sorted(module.SPLITS):
+  splits = [s for s in module.SPLITS if s in builder.info.splits]
+  if sorted(stats) != sorted(splits):
     raise ValueError(f"{builder.data_dir}: the builder metadata holds statistics for {sorted(stats)}, expected "
-                     f"{list(module.SPLITS)}; rebuild with --rebuild")
+                     f"{splits}; rebuild with --rebuild")
   summary = {"dataset": name, "version": str(builder.info.version), "data_dir": os.path.abspath(data_dir),
              "images": {}, "boxes": {}, "ignore": {}, "max_boxes": 0, "max_boxes_per_split": {},
              "mean_boxes": {}, "gt": {}, "warnings": [], "statistics": stats}
   worst = None  # (count, ID, split) of the image with the most boxes
-  for split in module.SPLITS:
+  summary["warnings"] += [f"{split}: not built (the manual_dir holds none of its files)"
+                          for split in module.SPLITS if split not in splits]
+  for split in splits:
     st = stats[split]
     gt = gt_export.export_split(name, builder, split, data_dir)
     n = len(gt.records)
@@ -132,8 +139,9 @@ def main(argv=None) -> dict:
   parser.add_argument("--data_dir", required=True, help="TFDS data_dir to build into (config data.data_dir)")
   parser.add_argument("--skip_corrupt", action="store_true", help="skip and count images that cannot be decoded")
   parser.add_argument("--max_boxes", type=int, default=None, help="data.max_boxes of the configs to be used")
-  parser.add_argument("--annotations", choices=("auto", "json", "mat"), default=None,
-                      help="CityPersons box source: gtBboxCityPersons JSON or the toolbox .mat files (default auto)")
+  parser.add_argument("--annotations", choices=("auto", "json", "mat", "vbb", "new"), default=None,
+                      help="box source (default auto): CityPersons gtBboxCityPersons JSON or the toolbox .mat "
+                      "files; Caltech .vbb video annotations or the new annotations")
   parser.add_argument("--rebuild", action="store_true", help="build again even if data_dir holds a build")
   args = parser.parse_args(argv)
   module = _module(args.dataset)
@@ -141,6 +149,9 @@ def main(argv=None) -> dict:
   unknown = sorted(set(given) - set(module.BUILD_OPTIONS))
   if unknown:
     parser.error(f"{args.dataset} takes no {', '.join('--' + k for k in unknown)}")
+  sources = getattr(module, "ANNOTATION_SOURCES", None)
+  if sources and given.get("annotations", sources[0]) not in sources:
+    parser.error(f"{args.dataset}: --annotations must be one of {', '.join(sources)}, got {given['annotations']!r}")
   max_boxes = args.max_boxes if args.max_boxes is not None else module.DEFAULT_MAX_BOXES
   build(args.dataset, args.manual_dir, args.data_dir, args.skip_corrupt, args.rebuild, **given)
   summary = validate(args.dataset, args.data_dir)

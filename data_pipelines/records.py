@@ -163,6 +163,8 @@ class SplitGT:
   has_gt     (N,) bool the image holds a box that is not an ignore region (CityPersons: a pedestrian of
              clipped height >= 50, before the ignore-coverage move); ALFNet trains only on these images
   lines      the odgt lines (boxes per image) where the format has them, else None
+  extra      further info entries of the format (Caltech: "gt_caltech", the bbGt folder, and
+             "gt_caltech_frames", the frame list in evaluation order)
   """
   path: str
   info_key: str
@@ -170,10 +172,11 @@ class SplitGT:
   num_boxes: np.ndarray
   has_gt: np.ndarray
   lines: list | None = None
+  extra: dict = dataclasses.field(default_factory=dict)
 
   def info(self) -> dict:
-    """{"gt_odgt": path or None, "gt_json": path or None} for the pipeline's info dict."""
-    return {key: self.path if key == self.info_key else None for key in ("gt_odgt", "gt_json")}
+    """{"gt_odgt": path or None, "gt_json": path or None, **extra} for the pipeline's info dict."""
+    return {**{key: self.path if key == self.info_key else None for key in ("gt_odgt", "gt_json")}, **self.extra}
 
 
 def odgt_split(path: str, lines: list[dict]) -> SplitGT:

@@ -8,8 +8,9 @@ An entry names (fields of `DataSet`):
   splits        the splits the builder writes
   evals         evaluator names (lla_jax/evaluation/registry.py) run on the data set's eval split when
                 the config lists none (config.evals empty)
-  gt_format     how the evaluation GT of a split is exported: 'odgt' (CrowdHuman lines) or
-                'citypersons_json' (the CityPersons toolbox's val_gt.json layout); see gt_export.py
+  gt_format     how the evaluation GT of a split is exported: 'odgt' (CrowdHuman lines),
+                'citypersons_json' (the CityPersons toolbox's val_gt.json layout) or 'caltech_bbgt' (odgt
+                lines plus the Caltech evaluator's bbGt folder and frame list); see gt_export.py
   augment       the default data.augment: 'flip' (FCOS-family resize + flip) or 'alfnet' (ALFNet's
                 brightness, flip and scale-crop); a config's data.augment overrides it
   numpy_source  the TensorFlow-free numpy source (data.source 'numpy') can render it
@@ -93,3 +94,5 @@ register(DataSet(name="citypersons", builder="data_pipelines.citypersons:Cityper
 register(DataSet(name="synthetic_crowds", builder="data_pipelines.synthetic_crowds:SyntheticCrowds",
                  splits=("train", "val"), evals=("crowdhuman",), gt_format="odgt", augment="flip",
                  numpy_source=True))
+register(DataSet(name="caltech", builder="data_pipelines.caltech:Caltech", splits=("train", "train_10x", "test"),
+                 evals=("caltech",), gt_format="caltech_bbgt", augment="flip"))

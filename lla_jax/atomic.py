@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 
 
@@ -36,3 +37,24 @@ def _write(path, data, mode: str) -> str:
 def write_json(path, obj, indent=1) -> str:
   """Writes `obj` as JSON (json.dump with `indent`). Returns the path."""
   return write_text(path, json.dumps(obj, indent=indent))
+
+
+def write_folder(path, fill) -> str:
+  """fill(tmp) writes a fresh folder next to `path`, which then replaces `path` as a whole: a reader never
+  sees a half-written folder, and files of an older one do not linger. Returns the path."""
+  full = os.path.abspath(os.fspath(path))
+  parent = os.path.dirname(full)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(full) + ".", dir=parent)
+  old = None
+  try:
+    fill(tmp)
+    if os.path.exists(full):
+      old = tempfile.mkdtemp(prefix=".old-" + os.path.basename(full) + ".", dir=parent)
+      os.replace(full, os.path.join(old, "previous"))
+    os.replace(tmp, full)
+  finally:
+    for leftover in (tmp, old):
+      if leftover and os.path.exists(leftover):
+        shutil.rmtree(leftover)
+  return os.fspath(path)

@@ -9,6 +9,10 @@ two detection layouts of the official dbEval (Dollar et al., code 3.2.1; the new
                              rounded to 5 significant digits, as dbEval's dlmwrite consolidation does
 The layout is chosen per video as dbEval does: the per-video file when it exists, else the per-frame folder.
 Every error names the file and line (InputError).
+
+The evaluator reads bbGt numbers as integers (bbGt's %d). The format converter (convert.py) reads and writes the
+same text through `bbgt_rows(..., integers=False)`, `read_rows(..., typed=True)`, `bbgt_text(..., rounded=False)`
+and `number_text`, which keep each number as written (an int stays an int, a float keeps its digits).
 """
 from __future__ import annotations
 
@@ -65,6 +69,24 @@ def load_frames(path=None) -> list[tuple[int, int, int]]:
 
 # ----------------------------------------------------------------------------------------------- bbGt text
 
+def number_text(x) -> str:
+  """A number as convert.py writes it: an int (Python or numpy) as an int, anything else by float repr."""
+  return str(int(x)) if isinstance(x, (int, np.integer)) and not isinstance(x, bool) else repr(float(x))
+
+
+def _typed_number(token: str, where: str, field: str):
+  """A token as written: an int for an integer literal, else a finite float; errors name where and field."""
+  if re.fullmatch(r"[-+]?\d+", token):
+    return int(token)
+  try:
+    value = float(token)
+  except ValueError:
+    value = None
+  if value is None or not np.isfinite(value):
+    raise InputError(f"{where}: {token!r} is not a finite number (field '{field}')")
+  return value
+
+
 def _integer(token: str, where: str, field: str) -> int:
   try:
     return int(token)
@@ -89,8 +111,10 @@ def read_bbgt(path) -> dict:
     return parse_bbgt(f.read(), path)
 
 
-def _bbgt_rows(text: str, path: str):
-  """(version, labels, rows of 11 numbers) of bbGt text; errors name path:line."""
+def bbgt_rows(text: str, path: str, integers: bool = True):
+  """(version, labels, rows of 11 numbers 'x y w h occ xv yv wv hv ign ang' (0 for the fields the version lacks),
+  1-based line numbers) of bbGt text. integers: every number must be an integer (bbGt reads %d; a float with an
+  integer value is taken); else numbers are kept as written (int or float, finite). Errors name path:line."""
   lines = text.splitlines()
   version, start = 0, 0
   if lines and lines[0].lstrip().startswith("%"):
@@ -99,7 +123,7 @@ def _bbgt_rows(text: str, path: str):
       raise InputError(f"{path}:1: expected the header '% bbGt version=V' with V in 0..3, got {lines[0]!r}")
     version, start = int(m.group(1)), 1
   m = BBGT_FIELDS[version]
-  labels, rows, pad = [], [], [0] * (12 - m)
+  labels, rows, numbers, pad = [], [], [], [0] * (12 - m)
   for n in range(start, len(lines)):
     tokens = lines[n].split()
     if not tokens:
@@ -108,11 +132,15 @@ def _bbgt_rows(text: str, path: str):
       raise InputError(f"{path}:{n + 1}: expected {m} fields for bbGt version {version} "
                        f"('lbl {' '.join(_FIELD_NAMES[:m - 1])}'), got {len(tokens)}")
     labels.append(tokens[0])
+    numbers.append(n + 1)
+    if not integers:
+      rows.append([_typed_number(t, f"{path}:{n + 1}", _FIELD_NAMES[k]) for k, t in enumerate(tokens[1:])] + pad)
+      continue
     try:
       rows.append([int(t) for t in tokens[1:]] + pad)
     except ValueError:
       rows.append([_integer(t, f"{path}:{n + 1}", _FIELD_NAMES[k]) for k, t in enumerate(tokens[1:])] + pad)
-  return version, labels, rows
+  return version, labels, rows, numbers
 
 
 def _objects(labels, rows) -> dict:
@@ -123,27 +151,36 @@ def _objects(labels, rows) -> dict:
 def parse_bbgt(text: str, source: str = "bbGt text") -> dict:
   """bbGt text -> {"version", "label": list of str, "bb" (N, 4), "occ" (N,), "bbv" (N, 4), "ign" (N,), "ang" (N,)}
   (float64 arrays of integers; ign / ang 0 when the version lacks them), file order. Errors name `source`:line."""
-  version, labels, rows = _bbgt_rows(text, source)
+  version, labels, rows, _ = bbgt_rows(text, source)
   return {"version": version, **_objects(labels, rows)}
 
 
-def bbgt_text(labels, bb, occ=None, bbv=None, ign=None, ang=None) -> str:
-  """bbGt version 3 text (bbSave: boxes, visible boxes and angles rounded to integers) of N objects."""
-  bb = np.asarray(bb, np.float64).reshape(-1, 4)
+def _per_object(values, width: int) -> list:
+  """Per-object numbers -> a list of lists of `width` numbers as given (numpy arrays through tolist)."""
+  if isinstance(values, np.ndarray):
+    return values.reshape(-1, width).tolist()
+  return [np.ravel(v).tolist() if isinstance(v, np.ndarray) else list(v) if width > 1 else [v] for v in values]
+
+
+def bbgt_text(labels, bb, occ=None, bbv=None, ign=None, ang=None, rounded: bool = True) -> str:
+  """bbGt version 3 text of N objects. rounded (bbSave): boxes, visible boxes and angles rounded to integers as
+  MATLAB's round() does; else every number written as given (number_text: ints as ints, floats by repr)."""
   n = len(bb)
-  occ = np.zeros(n) if occ is None else np.asarray(occ, np.float64).reshape(-1)
-  bbv = np.zeros((n, 4)) if bbv is None else np.asarray(bbv, np.float64).reshape(-1, 4)
-  ign = np.zeros(n) if ign is None else np.asarray(ign, np.float64).reshape(-1)
-  ang = np.zeros(n) if ang is None else np.asarray(ang, np.float64).reshape(-1)
-  if not (len(labels) == len(occ) == len(bbv) == len(ign) == len(ang) == n):
-    raise ValueError(f"bbgt_text: {len(labels)} labels, {n} boxes, {len(occ)} occ, {len(bbv)} bbv, {len(ign)} ign, "
-                     f"{len(ang)} ang")
+  cols = [[[0] * w] * n if v is None else _per_object(v, w) for v, w in ((bb, 4), (occ, 1), (bbv, 4), (ign, 1),
+                                                                           (ang, 1))]
+  if not all(len(c) == n for c in cols) or len(labels) != n:
+    raise ValueError(f"bbgt_text: {len(labels)} labels, {n} boxes, {len(cols[1])} occ, {len(cols[2])} bbv, "
+                     f"{len(cols[3])} ign, {len(cols[4])} ang")
   out = ["% bbGt version=3"]
   for k in range(n):
-    # MATLAB round(): halves away from zero.
-    nums = np.concatenate([bb[k], [occ[k]], bbv[k], [ign[k]], [ang[k]]])
-    nums = np.sign(nums) * np.floor(np.abs(nums) + 0.5)
-    out.append(" ".join([str(labels[k])] + [str(int(v)) for v in nums]))
+    nums = [x for c in cols for x in c[k]]
+    if rounded:
+      # MATLAB round(): halves away from zero.
+      a = np.asarray(nums, np.float64)
+      text = [str(int(v)) for v in np.sign(a) * np.floor(np.abs(a) + 0.5)]
+    else:
+      text = [number_text(v) for v in nums]
+    out.append(" ".join([str(labels[k])] + text))
   return "\n".join(out) + "\n"
 
 
@@ -193,7 +230,7 @@ def load_gt_dir(anno_dir, frames) -> GroundTruth:
     except FileNotFoundError:
       raise InputError(f"{path}: no annotation file for frame {frame_name(*key)} (every evaluated frame needs "
                        "one; an image without people has a file with the header line only)") from None
-    _, lbl, r = _bbgt_rows(text, path)
+    _, lbl, r, _ = bbgt_rows(text, path)
     image += [i] * len(lbl)
     labels += lbl
     rows += r
@@ -234,37 +271,40 @@ def round_significant(values, digits: int = 5) -> np.ndarray:
   return out
 
 
-def _numbers(path, columns):
-  """Rows of a numeric text file (whitespace or comma separated; blank lines skipped) -> (K, columns) float64; a
-  row with another field count or a non-finite number names the line."""
+def _form(columns: int) -> str:
+  return "frame+1 x y w h score" if columns == 6 else "x y w h score"
+
+
+def read_rows(path, columns: int, typed: bool = False):
+  """Rows of a numeric text file (whitespace or comma separated; blank lines skipped). Default: a (K, columns)
+  float64 array (the evaluator's fast path); typed: [(1-based line number, [numbers as written: int or float])].
+  A row with another field count or a number that is not finite raises naming the line."""
+  path = os.fspath(path)
   with open(path, encoding="utf-8") as f:
     text = f.read().replace(",", " ")
   lines = text.splitlines()
-  rows = None
-  if text.strip():
+  if not typed:
+    if not text.strip():
+      return np.zeros((0, columns))
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")
       try:
         rows = np.loadtxt(lines, dtype=np.float64, ndmin=2, comments=None)
       except ValueError:
         rows = None
-  else:
-    rows = np.zeros((0, columns))
-  if rows is not None and rows.shape[1] == columns and np.isfinite(rows).all():
-    return rows
-  form = "frame+1 x y w h score" if columns == 6 else "x y w h score"
+    if rows is not None and rows.shape[1] == columns and np.isfinite(rows).all():
+      return rows
+  out = []
   for n, line in enumerate(lines, 1):
     t = line.split()
-    if t and len(t) != columns:
-      raise InputError(f"{path}:{n}: expected {columns} numbers ({form}), got {len(t)} fields")
-    for token in t:
-      try:
-        ok = np.isfinite(float(token))
-      except ValueError:
-        ok = False
-      if not ok:
-        raise InputError(f"{path}:{n}: {token!r} is not a finite number")
-  raise InputError(f"{path}: could not be read as rows of {columns} numbers ({form})")
+    if not t:
+      continue
+    if len(t) != columns:
+      raise InputError(f"{path}:{n}: expected {columns} numbers ({_form(columns)}), got {len(t)} fields")
+    out.append((n, [_typed_number(token, f"{path}:{n}", _form(columns).split()[k]) for k, token in enumerate(t)]))
+  if typed:
+    return out
+  raise InputError(f"{path}: could not be read as rows of {columns} numbers ({_form(columns)})")
 
 
 def detection_layout(dt_dir, frames) -> dict:
@@ -295,7 +335,7 @@ def load_detections(dt_dir, frames) -> Detections:
   for (s, v), kind in layout.items():
     base = os.path.join(dt_dir, f"set{s:02d}", f"V{v:03d}")
     if kind == "video":
-      rows = _numbers(base + ".txt", 6)
+      rows = read_rows(base + ".txt", 6)
       lut = np.full(max(f for f, _ in videos[(s, v)]) + 2, -1, np.int64)
       for f, i in videos[(s, v)]:
         lut[f + 1] = i
@@ -311,7 +351,7 @@ def load_detections(dt_dir, frames) -> Detections:
       if not os.path.isfile(path):
         raise InputError(f"{path}: missing detection file of frame {frame_name(s, v, f)} (the per-frame layout "
                          "needs one file per evaluated frame; an empty file means no detections)")
-      rows = _numbers(path, 5)
+      rows = read_rows(path, 5)
       images.append(np.full(len(rows), i, np.int64))
       boxes.append(rows)
       rounded.append(np.ones(len(rows), bool))

@@ -28,12 +28,10 @@ import argparse
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 
 from lla_jax import atomic
-from lla_jax.evaluation import InputError, citypersons, odgt
+from lla_jax.evaluation import InputError, caltech_files, citypersons, odgt
 from lla_jax.evaluation.coco import (Annotations, Box, Image, class_name, image_ids, image_size,
                                      load_json, number, read_coco, stem, unique_names, write_coco, xywh)
 
@@ -230,17 +228,7 @@ def write_citypersons(ann: Annotations, ref, dropped):
 
 
 # ----------------------------------------------------------------------------------------------- Caltech text
-
-def _num(text, where):
-  try:
-    return int(text) if re.fullmatch(r"[-+]?\d+", text) else float(text)
-  except ValueError:
-    raise InputError(f"{where}: expected a number, got {text!r}") from None
-
-
-def _fmt(x) -> str:
-  return str(x) if isinstance(x, int) else repr(float(x))
-
+# Read and written through caltech_files (the evaluator's reader / writer) with the numbers kept as written.
 
 def _caltech_kind(folder):
   if any(re.fullmatch(r"set\d+", d) and os.path.isdir(os.path.join(folder, d)) for d in os.listdir(folder)):
@@ -259,7 +247,8 @@ def _image_name(file_name):
 
 
 def read_caltech(folder, kind=None) -> Annotations:
-  """A folder of bbGt files (gt), per-frame detection files or setXX/VYYY.txt per-video detections (dt)."""
+  """A folder of bbGt files (gt, versions 0-3), per-image detection files `x y w h score` or setXX/VYYY.txt
+  per-video detections `frame+1 x y w h score` (dt)."""
   found, layout = _caltech_kind(folder)
   if kind is not None and kind != found:
     raise InputError(f"{folder}: holds Caltech {'ground truth' if found == 'gt' else 'detections'}, not --kind {kind}")
@@ -268,7 +257,7 @@ def read_caltech(folder, kind=None) -> Annotations:
     for s in sorted(d for d in os.listdir(folder) if re.fullmatch(r"set\d+", d)):
       for v in sorted(f for f in os.listdir(os.path.join(folder, s)) if re.fullmatch(r"V\d+\.txt", f)):
         path = os.path.join(folder, s, v)
-        for n, row in _rows(path, 6):
+        for n, row in caltech_files.read_rows(path, 6, typed=True):
           frame = row[0]
           if not isinstance(frame, int) or frame < 1:
             raise InputError(f"{path}:{n}: the frame number (1-based) must be a positive integer, got {frame!r}")
@@ -282,35 +271,43 @@ def read_caltech(folder, kind=None) -> Annotations:
     name, file = _image_name(file_name)
     im = Image(name, file)
     if found == "dt":
-      im.boxes = [Box(row[:4], score=row[4]) for _, row in _rows(path, 5)]
+      im.boxes = [Box(row[:4], score=row[4]) for _, row in caltech_files.read_rows(path, 5, typed=True)]
     else:
-      for n, row in _rows(path, 12, header=True):
-        label, box, occ, vis, ign, ang = row[0], row[1:5], row[5], row[6:10], row[10], row[11]
-        extra = {"ang": ang} if ang != 0 else {}
-        im.boxes.append(Box(box, ignore=ign != 0, vis=vis if occ or any(vis) else None,
-                            label=class_name(label, ign != 0), extra=extra))
+      with open(path, encoding="utf-8") as f:
+        _, labels, rows, lines = caltech_files.bbgt_rows(f.read(), path, integers=False)
+      for label, row, n in zip(labels, rows, lines):
+        box, occ, vis, ign, ang = row[0:4], row[4], row[5:9], row[9], row[10]
         if occ not in (0, 1) or ign not in (0, 1):
           raise InputError(f"{path}:{n}: occ and ign must be 0 or 1")
+        im.boxes.append(Box(box, ignore=ign != 0, vis=vis if occ or any(vis) else None,
+                            label=class_name(label, ign != 0), extra={"ang": ang} if ang != 0 else {}))
     images.append(im)
   unique_names(images, str(folder))
   return Annotations(found, images, str(folder))
 
 
-def _rows(path, columns, header=False):
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, 1):
-      if not line.strip() or line.startswith("%"):
-        continue
-      parts = line.replace(",", " ").split()
-      if len(parts) != columns:
-        raise InputError(f"{path}:{n}: expected {columns} fields, got {len(parts)}")
-      first = [parts[0]] if header else [_num(parts[0], f"{path}:{n}")]
-      yield n, first + [_num(p, f"{path}:{n}") for p in parts[1:]]
+def _caltech_gt_text(ann: Annotations, im: Image, dropped) -> str:
+  labels, boxes, occ, vis, ign, ang = [], [], [], [], [], []
+  for j, b in enumerate(im.boxes):
+    label = b.label or ("mask" if b.ignore else "person")
+    if not label or any(c.isspace() for c in label):
+      raise InputError(f"{ann.source}: image {im.name!r} box {j}: label {label!r} cannot be a Caltech label")
+    extra = dict(b.extra)
+    ang.append(extra.pop("ang", 0))
+    if extra or b.head is not None:
+      _note(dropped, "box fields or head boxes (no place in Caltech text)")
+    labels.append(label)
+    boxes.append(list(b.box))
+    occ.append(int(b.vis is not None and list(b.vis) != list(b.box)))
+    vis.append(list(b.vis) if b.vis is not None else [0, 0, 0, 0])
+    ign.append(int(b.ignore))
+  return caltech_files.bbgt_text(labels, boxes, occ, vis, ign, ang, rounded=False)
 
 
 def write_caltech(ann: Annotations, dropped, layout="frame") -> dict:
   """-> {relative path: text} of the Caltech folder."""
   files = {}
+  number = caltech_files.number_text
   for im in ann.images:
     if ann.kind == "dt" and layout == "video":
       m = _VIDEO_NAME.match(im.name)
@@ -319,53 +316,29 @@ def write_caltech(ann: Annotations, dropped, layout="frame") -> dict:
                          "setXX_VYYY_INNNNN (write --caltech-layout frame instead)")
       key = os.path.join(m.group(1), m.group(2) + ".txt")
       files[key] = files.get(key, "") + "".join(
-          f"{int(m.group(3)) + 1} {' '.join(_fmt(v) for v in b.box)} {_fmt(b.score)}\n" for b in im.boxes)
+          f"{int(m.group(3)) + 1} {' '.join(number(v) for v in b.box)} {number(b.score)}\n" for b in im.boxes)
       continue
     if not im.name or "/" in im.name or im.name.startswith("."):
       raise InputError(f"{ann.source}: image {im.name!r} cannot name a Caltech text file")
     if im.extra or im.file is not None or im.width is not None or im.id is not None:
       _note(dropped, "image fields, file names or sizes (no place in Caltech text)")
     if ann.kind == "dt":
-      files[im.name + ".txt"] = "".join(f"{' '.join(_fmt(v) for v in b.box)} {_fmt(b.score)}\n" for b in im.boxes)
-      continue
-    lines = [CALTECH_HEADER]
-    for j, b in enumerate(im.boxes):
-      label = b.label or ("mask" if b.ignore else "person")
-      if not label or any(c.isspace() for c in label):
-        raise InputError(f"{ann.source}: image {im.name!r} box {j}: label {label!r} cannot be a Caltech label")
-      vis = b.vis if b.vis is not None else [0, 0, 0, 0]
-      occ = int(b.vis is not None and list(b.vis) != list(b.box))
-      extra = dict(b.extra)
-      ang = extra.pop("ang", 0)
-      if extra or b.head is not None:
-        _note(dropped, "box fields or head boxes (no place in Caltech text)")
-      lines.append(" ".join([label] + [_fmt(v) for v in b.box] + [str(occ)] + [_fmt(v) for v in vis]
-                            + [str(int(b.ignore)), _fmt(ang)]))
-    files[im.name + ".txt"] = "\n".join(lines) + "\n"
+      files[im.name + ".txt"] = "".join(f"{' '.join(number(v) for v in b.box)} {number(b.score)}\n" for b in im.boxes)
+    else:
+      files[im.name + ".txt"] = _caltech_gt_text(ann, im, dropped)
   return files
 
 
 def _write_folder(out, files):
-  parent = os.path.dirname(os.path.abspath(out))
-  tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
-  try:
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise InputError(f"{out}: exists and is not a folder (Caltech text is a folder of files)")
+
+  def fill(tmp):
     for rel, text in files.items():
       os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
       with open(os.path.join(tmp, rel), "w", encoding="utf-8") as f:
         f.write(text)
-    old = None
-    if os.path.exists(out):
-      if not os.path.isdir(out):
-        raise InputError(f"{out}: exists and is not a folder (Caltech text is a folder of files)")
-      old = tempfile.mkdtemp(prefix=".old-", dir=parent)
-      os.rmdir(old)
-      os.replace(out, old)
-    os.replace(tmp, out)
-    if old:
-      shutil.rmtree(old)
-  finally:
-    if os.path.exists(tmp):
-      shutil.rmtree(tmp)
+  atomic.write_folder(out, fill)
 
 
 # ------------------------------------------------------------------------------------------- read / write / CLI

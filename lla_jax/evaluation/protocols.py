@@ -11,6 +11,11 @@ curves to draw and the protocol's lines of the metric table. Registered by name 
                Reasonable at IoU 0.5. "AP" / "Recall" / "JI" come from the CrowdHuman evaluator on the same
                detections when the split has an odgt GT (all boxes, no height / visibility filter; the odgt
                detections are written too); null for CityPersons data.
+  caltech      the Caltech dbEval (caltech.py, new-annotation semantics, bounds [5 5 635 475]): MR^-2 of all
+               19 setups against info["gt_caltech"] (the bbGt folder, gt_format 'caltech_bbgt'); detections in
+               the per-video layout detections/{split}_step{N}/setSS/VVVV.txt, which are then read back and
+               evaluated as `python -m lla_jax.evaluation caltech` reads them (same numbers). "MR" is
+               Reasonable, "MR_75" Overlap=75 (Reasonable at IoU 0.75); "setups" groups the setups by IoU.
 """
 from __future__ import annotations
 
@@ -18,6 +23,11 @@ import dataclasses
 import math
 import os
 
+import numpy as np
+
+from lla_jax import atomic
+from lla_jax.evaluation import caltech as caltech_eval
+from lla_jax.evaluation import caltech_files
 from lla_jax.evaluation import citypersons as citypersons_eval
 from lla_jax.evaluation import cityjson, odgt
 from lla_jax.evaluation import crowdhuman as crowdhuman_eval
@@ -119,4 +129,52 @@ def citypersons_table(m) -> list:
     lines += [f"  {name:<7} {percent(m[k])}" for name, k in (("AP50", "AP"), ("Recall", "Recall"), ("JI", "JI"))]
   else:
     lines.append("  AP50 / Recall / JI: n/a (no CrowdHuman-format GT for this split)")
+  return lines
+
+
+# Caltech setups drawn in the MR-FPPI figure.
+CALTECH_CURVES = ("Reasonable", "All", "Occ=heavy", "Overlap=75")
+
+
+def write_caltech_detections(inp: EvalInput, frames) -> str:
+  """The results as DET_DIR/{split}_step{N}/setSS/VVVV.txt (caltech_files.write_detections, per-video layout,
+  [x y w h] boxes), replacing an older folder of that name as a whole. Returns the folder."""
+  image, boxes, scores = [], [], []
+  for index, (b, s) in sorted(inp.results.items()):
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    image.append(np.full(len(b), index, np.int64))
+    boxes.append(np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1))
+    scores.append(np.asarray(s, np.float64).reshape(-1))
+  cat = lambda parts, shape: np.concatenate(parts) if parts else np.zeros(shape)
+  return atomic.write_folder(os.path.join(inp.det_dir, f"{inp.split}_step{inp.step}"), lambda tmp: (
+      caltech_files.write_detections(tmp, frames, cat(image, (0,)), cat(boxes, (0, 4)), cat(scores, (0,)), "video")))
+
+
+def caltech(inp: EvalInput):
+  """(metrics, curves) of the Caltech protocol (module doc)."""
+  if not inp.info.get("gt_caltech"):
+    raise ValueError(f"Caltech evaluation of {inp.data_name}: the pipeline gives no bbGt folder (info['gt_caltech']; "
+                     "the data set's gt_format must be 'caltech_bbgt')")
+  frames = [caltech_files.parse_frame_name(rec["ID"], f"{inp.data_name}/{inp.split} record {k}")
+            for k, rec in enumerate(inp.records)]
+  det = write_caltech_detections(inp, frames)
+  res = caltech_eval.evaluate_dirs(inp.info["gt_caltech"], det, frames)
+  setups = {}
+  for name, r in res.items():
+    setups.setdefault(f"{caltech_eval.SETUPS[name].overlap:g}", {})[name] = finite_or_none(r["MR"])
+  metrics = {"MR": finite_or_none(res["Reasonable"]["MR"]), "MR_75": finite_or_none(res["Overlap=75"]["MR"]),
+             "setups": setups, "num_positives": {name: r["num_positives"] for name, r in res.items()},
+             "detections": det, "gt": inp.info["gt_caltech"], "frames": inp.info.get("gt_caltech_frames")}
+  curves = {name: (res[name]["fppi"], res[name]["miss"], res[name]["MR"]) for name in CALTECH_CURVES}
+  return metrics, curves
+
+
+def caltech_table(m) -> list:
+  lines = [f"  {'setup':<13} {'IoU':>5} {'MR^-2 (%)':>10} {'positives':>10}"]
+  for name, setup in caltech_eval.SETUPS.items():
+    iou = f"{setup.overlap:g}"
+    if name in m["setups"].get(iou, {}):
+      lines.append(f"  {name:<13} {iou:>5}     {percent(m['setups'][iou][name])} {m['num_positives'][name]:>10}")
+  lines.append("  n/a: undefined (no positives, as dbEval's NaN; Scale=*, Occ=none and Ar=* ignore every GT on the "
+               "new-annotation path)")
   return lines

@@ -47,3 +47,4 @@ def get(name: str) -> Evaluator:
 
 register(Evaluator("crowdhuman", protocols.crowdhuman, protocols.crowdhuman_table))
 register(Evaluator("citypersons", protocols.citypersons, protocols.citypersons_table))
+register(Evaluator("caltech", protocols.caltech, protocols.caltech_table))

@@ -9,19 +9,21 @@ from data_pipelines import registry
 
 
 def test_entries():
-  assert registry.names() == ("crowdhuman", "citypersons", "synthetic_crowds")
-  ch, cp, sy = (registry.get(n) for n in registry.names())
+  assert registry.names() == ("crowdhuman", "citypersons", "synthetic_crowds", "caltech")
+  ch, cp, sy, ca = (registry.get(n) for n in registry.names())
   assert (ch.gt_format, ch.augment, ch.numpy_source, ch.evals) == ("odgt", "flip", False, ("crowdhuman",))
   assert (cp.gt_format, cp.augment, cp.numpy_source, cp.evals) == ("citypersons_json", "alfnet", False,
                                                                    ("citypersons",))
   assert (sy.gt_format, sy.augment, sy.numpy_source, sy.evals) == ("odgt", "flip", True, ("crowdhuman",))
-  assert all(registry.get(n).splits == ("train", "val") for n in registry.names())
+  assert (ca.gt_format, ca.augment, ca.numpy_source, ca.evals) == ("caltech_bbgt", "flip", False, ("caltech",))
+  assert all(registry.get(n).splits == ("train", "val") for n in registry.names()[:3])
+  assert ca.splits == ("train", "train_10x", "test")
 
 
 def test_unknown_name_lists_the_registered_ones():
-  with pytest.raises(ValueError, match="config.data.name='caltech': unknown data set; registered: crowdhuman, "
-                                       "citypersons, synthetic_crowds"):
-    registry.get("caltech")
+  with pytest.raises(ValueError, match="config.data.name='caltch': unknown data set; registered: crowdhuman, "
+                                       "citypersons, synthetic_crowds, caltech"):
+    registry.get("caltch")
 
 
 def test_register_checks(monkeypatch):
@@ -41,7 +43,7 @@ def test_builder_classes_are_imported_on_demand():
   code = ("import sys; from data_pipelines import registry; "
           "assert not [m for m in sys.modules if m.startswith(('tensorflow', 'tensorflow_datasets'))]; "
           "names = [registry.builder_class(n).__name__ for n in registry.names()]; "
-          "assert names == ['Crowdhuman', 'Citypersons', 'SyntheticCrowds'], names; "
+          "assert names == ['Crowdhuman', 'Citypersons', 'SyntheticCrowds', 'Caltech'], names; "
           "assert 'tensorflow_datasets' in sys.modules")
   subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -49,13 +51,14 @@ def test_builder_classes_are_imported_on_demand():
 def test_prepared_from_manual_files_or_built_on_first_use():
   pytest.importorskip("tensorflow_datasets")
   from data_pipelines import prepare
-  assert prepare.prepared_names() == ("crowdhuman", "citypersons")
+  assert prepare.prepared_names() == ("crowdhuman", "citypersons", "caltech")
   assert callable(registry.builder_class("synthetic_crowds").from_data_config)
 
 
 @pytest.mark.parametrize("name,given,want", [
     ("crowdhuman", None, "flip"), ("citypersons", None, "alfnet"), ("synthetic_crowds", None, "flip"),
-    ("synthetic_crowds", "alfnet", "alfnet"), ("citypersons", "flip", "flip")])
+    ("synthetic_crowds", "alfnet", "alfnet"), ("citypersons", "flip", "flip"), ("caltech", None, "flip"),
+    ("caltech", "alfnet", "alfnet")])
 def test_augment_resolution(name, given, want):
   cfg = ml_collections.ConfigDict({"name": name, "augment": given})
   assert registry.augment(cfg) == want
