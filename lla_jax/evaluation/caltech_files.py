@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from lla_jax.evaluation import InputError
+from lla_jax.evaluation import InputError, text
 
 TEST_FRAMES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "caltech_test_frames.txt")
 NUM_TEST_FRAMES = 4024
@@ -49,15 +49,14 @@ def load_frames(path=None) -> list[tuple[int, int, int]]:
   test list (every 30th frame from frame 29 of set06-set10, 4024 images)."""
   path = TEST_FRAMES_FILE if path is None else os.fspath(path)
   frames, seen = [], set()
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      key = parse_frame_name(line, f"{path}:{n}")
-      if key in seen:
-        raise InputError(f"{path}:{n}: frame {frame_name(*key)} is listed twice")
-      seen.add(key)
-      frames.append(key)
+  for n, line in text.lines(path):
+    if not line.strip():
+      continue
+    key = parse_frame_name(line, f"{path}:{n}")
+    if key in seen:
+      raise InputError(f"{path}:{n}: frame {frame_name(*key)} is listed twice")
+    seen.add(key)
+    frames.append(key)
   if not frames:
     raise InputError(f"{path}: no frames listed")
   return frames
@@ -85,8 +84,7 @@ _FIELD_NAMES = ("x", "y", "w", "h", "occ", "xv", "yv", "wv", "hv", "ign", "ang")
 def read_bbgt(path) -> dict:
   """One bbGt text file -> parse_bbgt of its text (errors name the file and line)."""
   path = os.fspath(path)
-  with open(path, encoding="utf-8") as f:
-    return parse_bbgt(f.read(), path)
+  return parse_bbgt(text.read_text(path), path)
 
 
 def _bbgt_rows(text: str, path: str):
@@ -188,12 +186,14 @@ def load_gt_dir(anno_dir, frames) -> GroundTruth:
   for i, key in enumerate(frames):
     path = os.path.join(anno_dir, frame_name(*key) + ".txt")
     try:
-      with open(path, encoding="utf-8") as f:
-        text = f.read()
+      content = text.read_text(path)
     except FileNotFoundError:
       raise InputError(f"{path}: no annotation file for frame {frame_name(*key)} (every evaluated frame needs "
                        "one; an image without people has a file with the header line only)") from None
-    _, lbl, r = _bbgt_rows(text, path)
+    if not content.strip():   # a truncated or unwritten file, not an image without people
+      raise InputError(f"{path}: empty file; expected a bbGt file starting with the line '% bbGt version=3' (an "
+                       "image without people has a file with the header line only)")
+    _, lbl, r = _bbgt_rows(content, path)
     image += [i] * len(lbl)
     labels += lbl
     rows += r
@@ -237,11 +237,10 @@ def round_significant(values, digits: int = 5) -> np.ndarray:
 def _numbers(path, columns):
   """Rows of a numeric text file (whitespace or comma separated; blank lines skipped) -> (K, columns) float64; a
   row with another field count or a non-finite number names the line."""
-  with open(path, encoding="utf-8") as f:
-    text = f.read().replace(",", " ")
-  lines = text.splitlines()
+  content = text.read_text(path).replace(",", " ")
+  lines = content.splitlines()
   rows = None
-  if text.strip():
+  if content.strip():
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")
       try:
@@ -250,9 +249,14 @@ def _numbers(path, columns):
         rows = None
   else:
     rows = np.zeros((0, columns))
-  if rows is not None and rows.shape[1] == columns and np.isfinite(rows).all():
-    return rows
   form = "frame+1 x y w h score" if columns == 6 else "x y w h score"
+  if rows is not None and rows.shape[1] == columns and np.isfinite(rows).all():
+    negative = np.flatnonzero((rows[:, columns - 3:columns - 1] < 0).any(axis=1))
+    if negative.size:   # reversed corners: x2 < x1 written as a negative width
+      n = [k for k, line in enumerate(lines, 1) if line.strip()][negative[0]]
+      raise InputError(f"{path}:{n}: negative width or height in {lines[n - 1].strip()!r}; expected {form} "
+                       "with w, h >= 0 (a box as x y w h, not two corners)")
+    return rows
   for n, line in enumerate(lines, 1):
     t = line.split()
     if t and len(t) != columns:

@@ -34,6 +34,7 @@ import tempfile
 
 from lla_jax import atomic
 from lla_jax.evaluation import InputError, citypersons, odgt
+from lla_jax.evaluation import text as text_files
 from lla_jax.evaluation.coco import (Annotations, Box, Image, class_name, image_ids, image_size,
                                      load_json, number, read_coco, stem, unique_names, write_coco, xywh)
 
@@ -374,8 +375,7 @@ def detect(path):
   """(format, kind or None) of a file or folder, from its contents."""
   if os.path.isdir(path):
     return "caltech", _caltech_kind(path)[0]
-  with open(path, encoding="utf-8") as f:
-    text = f.read()
+  text = text_files.read_text(path)
   head = text.lstrip()[:1]
   if head == "[":
     return "coco", "dt"
