@@ -37,8 +37,8 @@ def image_files(images: str) -> list:
   files = [f for f in names if f.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(images, f))]
   others = [f for f in names if f not in files]
   if others:
-    entries = "1 entry" if len(others) == 1 else f"{len(others)} entries"
-    print(f"note: --images={images}: skipping {entries} that are not {'/'.join(IMAGE_SUFFIXES)} files: "
+    entries = "1 entry that is" if len(others) == 1 else f"{len(others)} entries that are"
+    print(f"note: --images={images}: skipping {entries} not {'/'.join(IMAGE_SUFFIXES)} files: "
           f"{', '.join(others[:10])}{' ...' if len(others) > 10 else ''}", file=sys.stderr, flush=True)
   bad = []
   for f in files:

@@ -68,5 +68,5 @@ def test_non_image_files_are_named_not_dropped(drill):
   _, results = drill
   _, _, stderr = results["a non-image file beside good images"]
   notes = [line for line in stderr.splitlines() if line.startswith("note:")]
-  assert len(notes) == 1 and "skipping 1 entry that are not .jpg/.jpeg/.png/.bmp files: notes.txt" in notes[0]
+  assert len(notes) == 1 and "skipping 1 entry that is not .jpg/.jpeg/.png/.bmp files: notes.txt" in notes[0]
   assert "no checkpoint in" in first_error(stderr)   # the image check passed; the run stopped at the restore
