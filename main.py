@@ -30,22 +30,19 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from lla_jax import cli, distributed
-  from lla_jax.errors import BadInputError
   # Before anything touches a device: the distributed runtime decides which devices exist.
   try:
     distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   except ValueError as e:   # inconsistent distributed flags
     raise app.UsageError(str(e))
-  try:
-    cli.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, step=FLAGS.step, images=FLAGS.images)
-  except (BadInputError, FileNotFoundError) as e:   # a bad file or value of the user's: its message, no stack trace
-    sys.exit(f"error: {e}")
+  cli.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, step=FLAGS.step, images=FLAGS.images)
 
 
 if __name__ == "__main__":
-  from lla_jax.cli import ConfigOverrideError, check_overrides
-  try:
+  from lla_jax.cli import check_overrides
+  from lla_jax.errors import BadInputError
+  try:   # a bad file or value of the user's (config, overrides, weights, images): its message, no stack trace
     check_overrides(sys.argv[1:])
-  except (ConfigOverrideError, FileNotFoundError) as e:
+    app.run(main)
+  except (BadInputError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
-  app.run(main)

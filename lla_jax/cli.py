@@ -10,9 +10,10 @@ import sys
 import ml_collections
 
 from lla_jax import atomic
+from lla_jax.errors import BadInputError
 
 
-class ConfigOverrideError(ValueError):
+class ConfigOverrideError(BadInputError):
   pass
 
 

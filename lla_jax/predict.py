@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import jax
 import numpy as np
@@ -10,53 +9,19 @@ from PIL import Image
 
 from data_pipelines import transforms
 from lla_jax import sharding, visualize
-from lla_jax.errors import BadInputError
 from lla_jax.evaluation import odgt
+from lla_jax.image_folder import image_files
 from lla_jax.methods import get_method
 from lla_jax.train_state import restore_train_state
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def read_image(path: str) -> np.ndarray:
-  """uint8 (h, w, 3) RGB of an image file, decoded whole; BadInputError naming the file when it cannot be
-  (truncated, not an image, an unsupported format). PIL does not accept truncated files by default."""
-  try:
-    with Image.open(path) as im:
-      return np.asarray(im.convert("RGB"))
-  except (OSError, ValueError, Image.DecompressionBombError) as e:   # UnidentifiedImageError is an OSError
-    raise BadInputError(f"{path}: cannot be read as an image ({e}); expected a whole "
-                        f"{'/'.join(IMAGE_SUFFIXES)} file") from None
-
-
-def image_files(images: str) -> list:
-  """The image files of the --images folder, sorted, each checked to decode whole before any model work; other
-  files are named on stderr (a folder of photos often holds notes or thumbnails). Raises BadInputError listing
-  every file that does not decode."""
-  names = sorted(os.listdir(images))
-  files = [f for f in names if f.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(images, f))]
-  others = [f for f in names if f not in files]
-  if others:
-    entries = "1 entry that is" if len(others) == 1 else f"{len(others)} entries that are"
-    print(f"note: --images={images}: skipping {entries} not {'/'.join(IMAGE_SUFFIXES)} files: "
-          f"{', '.join(others[:10])}{' ...' if len(others) > 10 else ''}", file=sys.stderr, flush=True)
-  bad = []
-  for f in files:
-    try:
-      read_image(os.path.join(images, f))
-    except BadInputError as e:
-      bad.append(str(e))
-  if bad:
-    raise BadInputError(f"--images={images}: {len(bad)} of {len(files)} image files cannot be read: "
-                        + "; ".join(bad))
-  return files
-
-
 def predict_folder(config, workdir: str, images: str, step=None, score_thresh: float = 0.3):
   """Writes workdir/predictions/<name>.png (boxes with score >= score_thresh) and detections.odgt."""
   if not images or not os.path.isdir(images):
     raise FileNotFoundError(f"--mode=predict needs --images=FOLDER of {'/'.join(IMAGE_SUFFIXES)} files; got {images!r}")
-  files = image_files(images)
+  files = image_files(images, IMAGE_SUFFIXES)   # every image decoded once here: a bad file stops before the restore
   if not files:
     raise FileNotFoundError(f"--images={images}: no {'/'.join(IMAGE_SUFFIXES)} files in it")
   method = get_method(config)
@@ -74,7 +39,7 @@ def predict_folder(config, workdir: str, images: str, step=None, score_thresh: f
   lines = []
   for start in range(0, len(files), batch_size):
     chunk = files[start:start + batch_size]
-    originals = [read_image(os.path.join(images, f)) for f in chunk]
+    originals = [np.asarray(Image.open(os.path.join(images, f)).convert("RGB")) for f in chunk]
     examples = [transforms.preprocess(im, np.zeros((0, 4)), np.zeros((0,)), i, f, data_cfg, flip=False)
                 for i, (im, f) in enumerate(zip(originals, chunk))]
     examples += [transforms.padding_example(data_cfg)] * (batch_size - len(examples))
