@@ -18,7 +18,8 @@ import warnings
 
 import numpy as np
 
-from lla_jax.evaluation import InputError, text
+from lla_jax.evaluation import InputError
+from lla_jax.evaluation import text as text_files
 
 TEST_FRAMES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "caltech_test_frames.txt")
 NUM_TEST_FRAMES = 4024
@@ -49,7 +50,7 @@ def load_frames(path=None) -> list[tuple[int, int, int]]:
   test list (every 30th frame from frame 29 of set06-set10, 4024 images)."""
   path = TEST_FRAMES_FILE if path is None else os.fspath(path)
   frames, seen = [], set()
-  for n, line in text.lines(path):
+  for n, line in text_files.lines(path):
     if not line.strip():
       continue
     key = parse_frame_name(line, f"{path}:{n}")
@@ -84,7 +85,7 @@ _FIELD_NAMES = ("x", "y", "w", "h", "occ", "xv", "yv", "wv", "hv", "ign", "ang")
 def read_bbgt(path) -> dict:
   """One bbGt text file -> parse_bbgt of its text (errors name the file and line)."""
   path = os.fspath(path)
-  return parse_bbgt(text.read_text(path), path)
+  return parse_bbgt(text_files.read_text(path), path)
 
 
 def _bbgt_rows(text: str, path: str):
@@ -186,14 +187,14 @@ def load_gt_dir(anno_dir, frames) -> GroundTruth:
   for i, key in enumerate(frames):
     path = os.path.join(anno_dir, frame_name(*key) + ".txt")
     try:
-      content = text.read_text(path)
+      text = text_files.read_text(path)
+      if not text.strip():   # a truncated or unwritten file, not an image without people
+        raise InputError(f"{path}: empty file; expected a bbGt file starting with the line '% bbGt version=3' (an "
+                         "image without people has a file with the header line only)")
     except FileNotFoundError:
       raise InputError(f"{path}: no annotation file for frame {frame_name(*key)} (every evaluated frame needs "
                        "one; an image without people has a file with the header line only)") from None
-    if not content.strip():   # a truncated or unwritten file, not an image without people
-      raise InputError(f"{path}: empty file; expected a bbGt file starting with the line '% bbGt version=3' (an "
-                       "image without people has a file with the header line only)")
-    _, lbl, r = _bbgt_rows(content, path)
+    _, lbl, r = _bbgt_rows(text, path)
     image += [i] * len(lbl)
     labels += lbl
     rows += r
@@ -237,10 +238,11 @@ def round_significant(values, digits: int = 5) -> np.ndarray:
 def _numbers(path, columns):
   """Rows of a numeric text file (whitespace or comma separated; blank lines skipped) -> (K, columns) float64; a
   row with another field count or a non-finite number names the line."""
-  content = text.read_text(path).replace(",", " ")
-  lines = content.splitlines()
+  with open(path, encoding="utf-8") as f:
+    text = f.read().replace(",", " ")
+  lines = text.splitlines()
   rows = None
-  if content.strip():
+  if text.strip():
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")
       try:
@@ -249,14 +251,9 @@ def _numbers(path, columns):
         rows = None
   else:
     rows = np.zeros((0, columns))
-  form = "frame+1 x y w h score" if columns == 6 else "x y w h score"
   if rows is not None and rows.shape[1] == columns and np.isfinite(rows).all():
-    negative = np.flatnonzero((rows[:, columns - 3:columns - 1] < 0).any(axis=1))
-    if negative.size:   # reversed corners: x2 < x1 written as a negative width
-      n = [k for k, line in enumerate(lines, 1) if line.strip()][negative[0]]
-      raise InputError(f"{path}:{n}: negative width or height in {lines[n - 1].strip()!r}; expected {form} "
-                       "with w, h >= 0 (a box as x y w h, not two corners)")
     return rows
+  form = "frame+1 x y w h score" if columns == 6 else "x y w h score"
   for n, line in enumerate(lines, 1):
     t = line.split()
     if t and len(t) != columns:
@@ -322,6 +319,14 @@ def load_detections(dt_dir, frames) -> Detections:
   if not images:
     return Detections(np.zeros(0), np.zeros((0, 4)), np.zeros(0))
   image, rows, rounded = np.concatenate(images), np.concatenate(boxes), np.concatenate(rounded)
+  negative = np.flatnonzero((rows[:, 2:4] < 0).any(axis=1))
+  if negative.size:   # reversed corners: x2 < x1 written as a negative width
+    s, v, f = frames[image[negative[0]]]
+    name = f"V{v:03d}.txt" if layout[(s, v)] == "video" else os.path.join(f"V{v:03d}", f"I{f:05d}.txt")
+    where = os.path.join(dt_dir, f"set{s:02d}", name)
+    raise InputError(f"{where}: a detection of frame {frame_name(s, v, f)} has a negative width or height (x y w h "
+                     f"{' '.join(f'{x:g}' for x in rows[negative[0], :4])}); expected x y w h score with w, h >= 0 (a "
+                     "box as x y w h, not two corners)")
   rows[rounded] = round_significant(rows[rounded])  # dbEval's dlmwrite consolidation of per-frame files
   order = np.argsort(image, kind="stable")
   return Detections(image[order], rows[order, :4], rows[order, 4])

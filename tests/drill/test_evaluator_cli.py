@@ -121,7 +121,8 @@ def _build(tmp):
   cases["caltech NaN detection"] = (cal(anno, det_copy("det_nan", lambda t: t.replace("30 302", "30 nan", 1))),
                                     ["V000.txt:2", "'nan' is not a finite number"])
   cases["caltech negative width"] = (cal(anno, det_copy("det_neg", lambda t: t.replace("302 150 30", "302 150 -30"))),
-                                     ["V000.txt:2", "negative width or height", "frame+1 x y w h score"])
+                                     ["set06/V000.txt", "frame set06_V000_I00029", "negative width or height (x y w h 302 150 -30 60)",
+                                      "expected x y w h score with w, h >= 0"])
   cases["caltech truncated detections"] = (cal(anno, det_copy("det_cut", lambda t: t[:-12])),
                                            ["V000.txt:9", "expected 6 numbers (frame+1 x y w h score)"])
   cases["caltech empty bbGt"] = (cal(anno_copy("anno_empty", b""), det),
