@@ -44,9 +44,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from lla_jax.cli import ConfigOverrideError, check_overrides
-  try:
+  from lla_jax.cli import check_overrides
+  from lla_jax.errors import BadInputError
+  try:   # a bad file or value of the user's (config, overrides, weights, images): its message, no stack trace
     check_overrides(sys.argv[1:])
-  except (ConfigOverrideError, FileNotFoundError) as e:
+    app.run(main)
+  except (BadInputError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
-  app.run(main)

@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_pipelines import images as image_files
+from lla_jax.evaluation import text
 
 SPLITS = ("train", "val")
 LABELS = ("ignore", "pedestrian", "rider", "sitting person", "person (other)", "person group")  # class_label 0..5
@@ -101,6 +102,8 @@ def _row(values, where: str) -> np.ndarray:
   if row.shape != (10,) or not np.isfinite(row).all():
     raise ValueError(f"{where}: expected 10 finite numbers [class_label, x, y, w, h, instance_id, x_vis, y_vis, "
                      f"w_vis, h_vis], got {np.asarray(values).tolist()}")
+  if min(row[3], row[4]) < 0:   # reversed corners
+    raise ValueError(f"{where}: w and h must be >= 0 ([class_label, x, y, w, h, ...]), got w {row[3]:g}, h {row[4]:g}")
   if row[0] not in range(len(LABELS)):
     raise ValueError(f"{where}: class_label {row[0]:g} is not one of 0..5 ({', '.join(LABELS)})")
   return row
@@ -114,8 +117,7 @@ def json_entries(folder: str, split: str):
     raise FileNotFoundError(f"CityPersons: no *{JSON_SUFFIX} under {folder}/<city>/.\n{LAYOUT}")
   for path in files:
     try:
-      with open(path, encoding="utf-8") as f:
-        doc = json.load(f)
+      doc = json.loads(text.read_text(path))   # UTF-8; a UTF-8 byte-order mark is dropped
     except json.JSONDecodeError as e:
       raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("objects"), list):

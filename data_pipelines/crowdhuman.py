@@ -171,7 +171,8 @@ def generate_split(odgt_path: str, images: dict, skip_corrupt: bool, stats: Spli
     yield index, example
     index += 1
   if index == 0:
-    raise ValueError(f"{odgt_path}: no images (every line blank{' or corrupt' if stats.corrupt_ids else ''})")
+    raise ValueError(f"{odgt_path}: no images (every line blank{' or corrupt' if stats.corrupt_ids else ''}); "
+                     "expected one JSON object per line, one line per image")
 
 
 class Crowdhuman(tfds.core.GeneratorBasedBuilder):

@@ -6,6 +6,7 @@ TensorFlow is imported inside the functions only (importing this module loads no
 from __future__ import annotations
 
 import logging
+import re
 
 
 def tensorflow():
@@ -47,8 +48,9 @@ def read_checked_image(path: str, where: str, image_id: str, skip_corrupt: bool,
     height, width = decoded_size(data)
   except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
     if not skip_corrupt:
-      raise ValueError(f"{where}: image {image_id} ({path}) cannot be decoded ({e.message.splitlines()[0]}); "
-                       "replace the file, or pass --skip_corrupt to leave it out (counted)") from None
+      reason = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", e.message).splitlines()[0]   # TF's op prefix
+      raise ValueError(f"{where}: image {image_id} ({path}) cannot be decoded ({reason}); expected a whole JPEG "
+                       "or PNG: replace the file, or pass --skip_corrupt to leave it out (counted)") from None
     logging.warning("%s: skipping corrupt image %s (%s)", where, image_id, path)
     corrupt_ids.append(image_id)
     return None

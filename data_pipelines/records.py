@@ -14,6 +14,8 @@ import tempfile
 
 import numpy as np
 
+from lla_jax.evaluation import text
+
 _BOX_KEYS = ("fbox", "vbox", "hbox")
 
 
@@ -87,6 +89,8 @@ def check_odgt_line(rec, where: str) -> dict:
     for key in _BOX_KEYS:
       if key in box:
         _check_box(box[key], bwhere, key)
+    if min(box["fbox"][2:]) < 0:   # reversed corners; zero sizes and boxes past the border do occur
+      raise ValueError(f"{bwhere}: 'fbox' must be [x, y, w, h] with w, h >= 0, got {box['fbox']!r}")
     for key in ("extra", "head_attr"):
       if key in box and not isinstance(box[key], dict):
         raise ValueError(f"{bwhere}: '{key}' must be an object, got {type(box[key]).__name__}")
@@ -102,18 +106,18 @@ def iter_odgt(path: str):
   def no_constants(name):
     raise ValueError(f"non-finite number {name}")
 
-  with open(path, encoding="utf-8") as f:
-    for lineno, text in enumerate(f, 1):
-      if not text.strip():
-        continue
-      where = f"{path}:{lineno}"
-      try:
-        rec = json.loads(text, parse_constant=no_constants)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-      except ValueError as e:
-        raise ValueError(f"{where}: not valid JSON ({e})") from None
-      yield lineno, text.rstrip("\r\n"), check_odgt_line(rec, where)
+  for lineno, line in text.lines(path):   # UTF-8; a UTF-8 byte-order mark is dropped
+    if not line.strip():
+      continue
+    where = f"{path}:{lineno}"
+    try:
+      rec = json.loads(line, parse_constant=no_constants)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); expected one JSON object per "
+                       "line") from None
+    except ValueError as e:
+      raise ValueError(f"{where}: not valid JSON ({e})") from None
+    yield lineno, line.rstrip("\r\n"), check_odgt_line(rec, where)
 
 
 def read_odgt(path: str) -> list[dict]:

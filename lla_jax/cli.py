@@ -10,9 +10,10 @@ import sys
 import ml_collections
 
 from lla_jax import atomic
+from lla_jax.errors import BadInputError
 
 
-class ConfigOverrideError(ValueError):
+class ConfigOverrideError(BadInputError):
   pass
 
 
@@ -32,21 +33,46 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
 
 
 def check_overrides(argv) -> None:
-  """Raises ConfigOverrideError naming the valid keys for any `--config.a.b=` that does not exist."""
+  """Raises ConfigOverrideError for a --config file that does not load, and for any `--config.a.b=VALUE` that
+  names no field (listing the valid keys) or whose VALUE does not parse as the field's int / float type;
+  FileNotFoundError for a missing --config file."""
   spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-  overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
-  if spec is None or not overrides:
+  overrides = [a[len("--config."):].partition("=") for a in argv if a.startswith("--config.")]
+  if spec is None:
     return
-  config = load_config_file(spec)
-  for key in overrides:
+  try:
+    config = load_config_file(spec)
+  except FileNotFoundError:
+    raise
+  except Exception as e:  # noqa: BLE001  (whatever the user's config file raises, named with the file)
+    raise ConfigOverrideError(f"--config={spec}: the config file does not load ({type(e).__name__}: {e}); "
+                              "expected a Python file defining get_config()") from None
+  for key, has_value, value in overrides:
     node, walked = config, []
     for part in key.split("."):
-      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-        where = "config" + "".join("." + w for w in walked)
-        valid = ", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict) else "(not a section)"
+      where = "config" + "".join("." + w for w in walked)
+      if not isinstance(node, ml_collections.ConfigDict):
+        raise ConfigOverrideError(f"--config.{key}: {where} is a value ({node!r}), not a section; expected "
+                                  f"--config.{where[len('config.'):]}=VALUE")
+      if part not in node:
+        valid = ", ".join(sorted(node.keys()))
         raise ConfigOverrideError(f"--config.{key}: {where} has no field {part!r}. Valid keys of {where}: {valid}")
       node = node[part]
       walked.append(part)
+    if has_value:
+      _check_value_type(key, node, value)
+
+
+def _check_value_type(key: str, current, value: str) -> None:
+  """`--config.key=value` must parse as the type of the field's current value (int and float fields)."""
+  kind = {int: ("an integer", int), float: ("a number", float)}.get(type(current))
+  if kind is None:
+    return
+  try:
+    kind[1](value)
+  except ValueError:
+    raise ConfigOverrideError(f"--config.{key}={value}: config.{key} takes {kind[0]} (it is {current!r} now), "
+                              f"got {value!r}") from None
 
 
 def save_config(config, workdir: str) -> None:

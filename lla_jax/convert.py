@@ -8,6 +8,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from lla_jax import checkpointing, sharding, train_state, weights, writers
+from lla_jax.errors import BadInputError
 from lla_jax.methods import get_method
 from lla_jax.models import backbones
 from lla_jax.weights import engine
@@ -25,13 +26,14 @@ def convert(config, workdir: str):
   """
   cv = config.get("convert", None)
   if cv is None or not cv.get("source", None):
-    raise ValueError("--mode=convert needs --config.convert.source=FILE (.pkl, .pth, .npz or .h5 weights)")
+    raise BadInputError("--mode=convert needs --config.convert.source=FILE (.pkl, .pth, .npz or .h5 weights)")
   path = os.path.abspath(os.path.expanduser(cv.source))
   source, names = weights.read_weights(path)
   pixels = None
+  # The file's model before its pixels: a MobileNet file for a ResNet config is the wrong file, not wrong pixels.
+  fmt = weights.check_backbone(weights.detect_format(source, path), config.model.backbone, path)
   if cv.get("check_pixels", True):
-    pixels = weights.check_pixel_convention(config.data, weights.detect_format(source),
-                                            backbones.resnet_layout(config.model.backbone), path)
+    pixels = weights.check_pixel_convention(config.data, fmt, backbones.resnet_layout(config.model.backbone), path)
 
   checkpoints = checkpointing.Checkpoints(workdir, config.train.keep_checkpoints)
   if checkpoints.latest_step() is not None:

@@ -11,6 +11,7 @@ from PIL import Image
 from data_pipelines import transforms
 from lla_jax import serving, sharding, visualize
 from lla_jax.evaluation import odgt
+from lla_jax.image_folder import image_files
 from lla_jax.methods import get_method
 from lla_jax.train_state import restore_train_state
 
@@ -22,7 +23,7 @@ def predict_folder(config, workdir: str, images: str, step=None, score_thresh: f
   `exported` (a --mode=export artifact) the detections come from it, not from a checkpoint."""
   if not images or not os.path.isdir(images):
     raise FileNotFoundError(f"--mode=predict needs --images=FOLDER of {'/'.join(IMAGE_SUFFIXES)} files; got {images!r}")
-  files = sorted(f for f in os.listdir(images) if f.lower().endswith(IMAGE_SUFFIXES))
+  files = image_files(images, IMAGE_SUFFIXES)   # every image decoded once here: a bad file stops before the restore
   if not files:
     raise FileNotFoundError(f"--images={images}: no {'/'.join(IMAGE_SUFFIXES)} files in it")
   if exported:

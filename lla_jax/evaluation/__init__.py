@@ -11,8 +11,10 @@ and the small array helpers both evaluators share (input reading, detection orde
 """
 import numpy as np
 
+from lla_jax.errors import BadInputError
 
-class InputError(ValueError):
+
+class InputError(BadInputError):
   """A ground-truth or detection input is malformed; the message names the file, line / entry, ID and field."""
 
 

@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 
 from lla_jax.evaluation import InputError
+from lla_jax.evaluation import text as text_files
 
 TEST_FRAMES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "caltech_test_frames.txt")
 NUM_TEST_FRAMES = 4024
@@ -53,15 +54,14 @@ def load_frames(path=None) -> list[tuple[int, int, int]]:
   test list (every 30th frame from frame 29 of set06-set10, 4024 images)."""
   path = TEST_FRAMES_FILE if path is None else os.fspath(path)
   frames, seen = [], set()
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      key = parse_frame_name(line, f"{path}:{n}")
-      if key in seen:
-        raise InputError(f"{path}:{n}: frame {frame_name(*key)} is listed twice")
-      seen.add(key)
-      frames.append(key)
+  for n, line in text_files.lines(path):
+    if not line.strip():
+      continue
+    key = parse_frame_name(line, f"{path}:{n}")
+    if key in seen:
+      raise InputError(f"{path}:{n}: frame {frame_name(*key)} is listed twice")
+    seen.add(key)
+    frames.append(key)
   if not frames:
     raise InputError(f"{path}: no frames listed")
   return frames
@@ -107,8 +107,7 @@ _FIELD_NAMES = ("x", "y", "w", "h", "occ", "xv", "yv", "wv", "hv", "ign", "ang")
 def read_bbgt(path) -> dict:
   """One bbGt text file -> parse_bbgt of its text (errors name the file and line)."""
   path = os.fspath(path)
-  with open(path, encoding="utf-8") as f:
-    return parse_bbgt(f.read(), path)
+  return parse_bbgt(text_files.read_text(path), path)
 
 
 def bbgt_rows(text: str, path: str, integers: bool = True):
@@ -225,8 +224,10 @@ def load_gt_dir(anno_dir, frames) -> GroundTruth:
   for i, key in enumerate(frames):
     path = os.path.join(anno_dir, frame_name(*key) + ".txt")
     try:
-      with open(path, encoding="utf-8") as f:
-        text = f.read()
+      text = text_files.read_text(path)
+      if not text.strip():   # a truncated or unwritten file, not an image without people
+        raise InputError(f"{path}: empty file; expected a bbGt file starting with the line '% bbGt version=3' (an "
+                         "image without people has a file with the header line only)")
     except FileNotFoundError:
       raise InputError(f"{path}: no annotation file for frame {frame_name(*key)} (every evaluated frame needs "
                        "one; an image without people has a file with the header line only)") from None
@@ -358,6 +359,14 @@ def load_detections(dt_dir, frames) -> Detections:
   if not images:
     return Detections(np.zeros(0), np.zeros((0, 4)), np.zeros(0))
   image, rows, rounded = np.concatenate(images), np.concatenate(boxes), np.concatenate(rounded)
+  negative = np.flatnonzero((rows[:, 2:4] < 0).any(axis=1))
+  if negative.size:   # reversed corners: x2 < x1 written as a negative width
+    s, v, f = frames[image[negative[0]]]
+    name = f"V{v:03d}.txt" if layout[(s, v)] == "video" else os.path.join(f"V{v:03d}", f"I{f:05d}.txt")
+    where = os.path.join(dt_dir, f"set{s:02d}", name)
+    raise InputError(f"{where}: a detection of frame {frame_name(s, v, f)} has a negative width or height (x y w h "
+                     f"{' '.join(f'{x:g}' for x in rows[negative[0], :4])}); expected x y w h score with w, h >= 0 (a "
+                     "box as x y w h, not two corners)")
   rows[rounded] = round_significant(rows[rounded])  # dbEval's dlmwrite consolidation of per-frame files
   order = np.argsort(image, kind="stable")
   return Detections(image[order], rows[order, :4], rows[order, 4])

@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from lla_jax import atomic
-from lla_jax.evaluation import InputError, odgt
+from lla_jax.evaluation import InputError, odgt, text
 
 IGNORE_CLASS = -1   # the Batch's ignore-region class (lla_jax/types.py)
 # The suffix of CityPersons image names (leftImg8bit/<split>/<city>/<name>_leftImg8bit.png): record IDs may
@@ -25,8 +25,7 @@ CITYPERSONS_SUFFIX = "_leftImg8bit.png"
 def read(path):
   """The parsed json of `path`; InputError naming the file, line and column when it is not json."""
   try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
+    return json.loads(text.read_text(path))   # UTF-8; a UTF-8 byte-order mark is dropped
   except json.JSONDecodeError as e:
     raise InputError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
 

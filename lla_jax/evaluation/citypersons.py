@@ -92,8 +92,8 @@ class _GroundTruth:
       ann_ids.add(a["id"])
       if not _image_id_ok(a["image_id"]) or a["image_id"] not in self.index:
         raise InputError(f"{where}: image_id {a['image_id']!r} is not in 'images'")
-      if not _box_ok(a["bbox"]):
-        raise InputError(f"{where}: 'bbox' must be [x, y, w, h] (4 finite numbers), got {a['bbox']!r}")
+      if not _box_ok(a["bbox"]) or min(a["bbox"][2:]) < 0:
+        raise InputError(f"{where}: 'bbox' must be [x, y, w, h] (4 finite numbers, w, h >= 0), got {a['bbox']!r}")
       for key in ("height", "vis_ratio"):
         if not _number(a[key]):
           raise InputError(f"{where}: '{key}' must be a finite number, got {a[key]!r}")
@@ -130,6 +130,10 @@ class _Detections:
     score_a = finite_floats(score, (len(dt),))
     if bbox_a is None or score_a is None:
       self._raise_first_problem(dt, gt, source)
+    negative = np.flatnonzero((bbox_a[:, 2:] < 0).any(axis=1))
+    if negative.size:   # reversed corners x2 < x1 read as [x, y, w, h]
+      raise InputError(f"{source}: detection [{negative[0]}]: 'bbox' must be [x, y, w, h] with w, h >= 0, got "
+                       f"{dt[negative[0]]['bbox']!r}")
     person = np.asarray([c == PERSON for c in category], bool)
     self.other_category = int((~person).sum())
     self.image = np.asarray(image, np.int64)[person]

@@ -302,7 +302,7 @@ def _count_lost(im: Image, dropped, ref_im):
 def is_detection_list(path) -> bool:
   """True when the file's first non-blank character is '[' (a COCO / CityPersons detection list), as opposed
   to odgt lines or a ground-truth object."""
-  with open(path, encoding="utf-8") as f:
+  with open(path, encoding="utf-8-sig", errors="replace") as f:  # a sniff only: the reader names bad bytes
     while True:
       chunk = f.read(4096)
       if not chunk:

@@ -34,6 +34,7 @@ from lla_jax import atomic
 from lla_jax.evaluation import InputError, caltech_files, citypersons, odgt
 from lla_jax.evaluation.coco import (Annotations, Box, Image, class_name, image_ids, image_size,
                                      load_json, number, read_coco, stem, unique_names, write_coco, xywh)
+from lla_jax.evaluation.text import read_text
 
 FORMATS = ("odgt", "citypersons", "coco", "caltech")
 CALTECH_HEADER = "% bbGt version=3"
@@ -347,8 +348,7 @@ def detect(path):
   """(format, kind or None) of a file or folder, from its contents."""
   if os.path.isdir(path):
     return "caltech", _caltech_kind(path)[0]
-  with open(path, encoding="utf-8") as f:
-    text = f.read()
+  text = read_text(path)   # UTF-8 (a UTF-8 byte-order mark dropped); other encodings name the file
   head = text.lstrip()[:1]
   if head == "[":
     return "coco", "dt"

@@ -111,6 +111,18 @@ def _raise_first_problem(records, key, problem, side):
   raise InputError(f"{side}: {key} could not be read as float64 numbers")
 
 
+def _check_sizes(records, key, field, xywh, counts, side):
+  """Raises naming the first box of records[i][key][j][field] (xywh (N, 4), per-record counts) whose width or
+  height is negative (reversed corners written as [x1, y1, x2, y2]?); zero sizes and boxes past the border
+  occur in CrowdHuman and are kept."""
+  bad = np.flatnonzero((xywh[:, 2:] < 0).any(axis=1))
+  if bad.size:
+    i = int(np.searchsorted(np.cumsum(counts), bad[0], side="right"))
+    j = int(bad[0] - (np.cumsum(counts)[i - 1] if i else 0))
+    raise InputError(f"{_where(records, i, side)}: {key}[{j}].{field}: expected [x, y, w, h] with w, h >= 0, got "
+                     f"{records[i][key][j][field]!r}")
+
+
 def _read_boxes(records, key, columns_of, problem, side):
   """records[i][key] (a list of box objects) -> the columns columns_of(list) returns, concatenated over records,
   and the per-record counts; on a malformed box raise the first problem (a missing field, not an object...)."""
@@ -161,6 +173,7 @@ class _GroundTruth:
     xywh = finite_floats(fbox, (len(fbox), 4))
     if xywh is None:
       _raise_first_problem(records, "gtboxes", _gt_box_problem, "GT")
+    _check_sizes(records, "gtboxes", "fbox", xywh, self.counts, "GT")
     self.boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
     self.positive = np.asarray(positive, bool)
     self.image = np.repeat(np.arange(len(self.counts)), self.counts)
@@ -198,6 +211,7 @@ class _Detections:
     self.scores = finite_floats(score, (len(score),))
     if xywh is None or self.scores is None:
       _raise_first_problem(records, "dtboxes", _dt_box_problem, "DT")
+    _check_sizes(records, "dtboxes", "box", xywh, counts, "DT")
     self.boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
     self.image = np.repeat(np.asarray(images, np.int64), counts)
 

@@ -12,7 +12,7 @@ import json
 import numpy as np
 
 from lla_jax import atomic
-from lla_jax.evaluation import InputError
+from lla_jax.evaluation import InputError, text
 
 
 class OdgtRecords(list):
@@ -25,20 +25,23 @@ class OdgtRecords(list):
 
 
 def load(path) -> list[dict]:
-  """Reads an odgt file (one JSON object per line; blank lines skipped) -> list of records (an OdgtRecords)."""
+  """Reads an odgt file (UTF-8, one JSON object per line; blank lines skipped) -> list of records (an
+  OdgtRecords); an InputError names the file and line of a malformed line, or an empty file."""
   records, lines = [], []
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise InputError(f"{path}:{n}: not a JSON object ({e.msg}, column {e.colno})") from None
-      if not isinstance(record, dict):
-        raise InputError(f"{path}:{n}: expected a JSON object, got {type(record).__name__}")
-      records.append(record)
-      lines.append(n)
+  for n, line in text.lines(path):   # UTF-8; a UTF-8 byte-order mark is dropped
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise InputError(f"{path}:{n}: not a JSON object ({e.msg}, column {e.colno}); expected one JSON object "
+                       "per line") from None
+    if not isinstance(record, dict):
+      raise InputError(f"{path}:{n}: expected a JSON object, got {type(record).__name__}")
+    records.append(record)
+    lines.append(n)
+  if not records:
+    raise InputError(f"{path}: no records (an empty file); expected one JSON object per line, one line per image")
   return OdgtRecords(records, str(path), lines)
 
 

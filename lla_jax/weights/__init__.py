@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from lla_jax.errors import BadInputError
 from lla_jax.models import backbones
 from lla_jax.models import resnet as resnet_lib
 from lla_jax.weights.engine import Entry, LoadReport, apply_entries, format_report
@@ -36,7 +37,7 @@ def load_keras(variables_or_params: Mapping, path: str, strict: bool = True) -> 
   """Keras `.h5` weights by layer name: ResNet-50 (keras_v1 or keras_v2 names) into params, or MobileNet v1
   into variables {'params', 'batch_stats'}."""
   source, names = read_keras_h5(path)
-  fmt = detect_format(source)
+  fmt = detect_format(source, path)
   if fmt == "keras_mobilenet":
     return load_mobilenet(variables_or_params, source, source_name=path, keras_names=names, strict=strict)
   if fmt not in ("keras_v1", "keras_v2"):
@@ -68,26 +69,39 @@ def load_variables(variables: Mapping, path: str, model_cfg, strict: bool = True
   """
   source, names = read_weights(path)
   if data_cfg is not None:
-    check_pixel_convention(data_cfg, detect_format(source), backbones.resnet_layout(model_cfg.backbone), path)
+    fmt = check_backbone(detect_format(source, path), model_cfg.backbone, path)
+    check_pixel_convention(data_cfg, fmt, backbones.resnet_layout(model_cfg.backbone), path)
   return load_source(variables, source, names, path, model_cfg, strict)
+
+
+def check_backbone(fmt: str, backbone_cfg, path: str) -> str:
+  """Raises BadInputError when weights of naming scheme `fmt` cannot fill `config.model.backbone` (another
+  backbone family, a ResNet layout the format does not use, or a norm without BN statistics); returns fmt."""
+  kind = backbones.backbone_kind(backbone_cfg)
+  if fmt == "keras_mobilenet":
+    if kind != "mobilenet":
+      raise BadInputError(f"{path}: MobileNet v1 weights, but config.model.backbone is a {kind}; expected a {kind} "
+                          "weights file (or a config with model.backbone.name='mobilenet')")
+    return fmt
+  if kind != "resnet":
+    raise BadInputError(f"{path}: {fmt} (ResNet) weights, but config.model.backbone.name={kind!r}; expected "
+                        f"{kind} weights")
+  if backbone_cfg.layout not in FORMAT_LAYOUTS[fmt]:
+    raise BadInputError(f"{path}: {fmt} weights need model.backbone.layout in {FORMAT_LAYOUTS[fmt]}, got "
+                        f"{backbone_cfg.layout!r}")
+  if backbone_cfg.norm != "frozen_bn":
+    raise BadInputError(f"{path}: pretrained BN weights need model.backbone.norm='frozen_bn', got "
+                        f"{backbone_cfg.norm!r}")
+  return fmt
 
 
 def load_source(variables, source, names, path, model_cfg, strict):
   """load_variables on a file already read (read_weights -> source, names); no pixel check."""
   source = {k: v for k, v in source.items() if not k.endswith("_momentum")}  # solver state, as detectron2 drops
-  fmt = detect_format(source)
   b = model_cfg.backbone
-  kind = backbones.backbone_kind(b)
+  fmt = check_backbone(detect_format(source, path), b, path)
   if fmt == "keras_mobilenet":
-    if kind != "mobilenet":
-      raise ValueError(f"{path}: MobileNet v1 weights, but config.model.backbone is a {kind}")
     return load_mobilenet(variables, source, source_name=path, keras_names=names, strict=strict)
-  if kind != "resnet":
-    raise ValueError(f"{path}: {fmt} (ResNet) weights, but config.model.backbone.name={kind!r}")
-  if b.layout not in FORMAT_LAYOUTS[fmt]:
-    raise ValueError(f"{path}: {fmt} weights need model.backbone.layout in {FORMAT_LAYOUTS[fmt]}, got {b.layout!r}")
-  if b.norm != "frozen_bn":
-    raise ValueError(f"{path}: pretrained BN weights need model.backbone.norm='frozen_bn', got {b.norm!r}")
   params = variables["params"]
   if fmt == "cvpods":
     params, report = convert_cvpods(params, source, source_name=path, strict=strict)

@@ -9,6 +9,8 @@ from typing import Callable, Mapping
 import jax.numpy as jnp
 import numpy as np
 
+from lla_jax.errors import BadInputError
+
 
 @dataclasses.dataclass
 class LoadReport:
@@ -155,7 +157,8 @@ def apply_entries(variables: Mapping, source: Mapping, entries: list, *, scope: 
     lines = ([f"shape/name mismatches: {errors}"] if errors else []) + \
             ([f"missing from the file: {report.missing}"] if report.missing else []) + \
             ([f"file names with no place in the model: {unexpected}"] if unexpected else [])
-    raise ValueError(f"{source_name} ({fmt}): " + "; ".join(lines))
+    raise BadInputError(f"{source_name} ({fmt}): " + "; ".join(lines) + "; expected weights of the configured "
+                        "model (config.model.backbone depth and layout), or convert.strict=False to load what fits")
   report.unused += unexpected
   return unflatten(new), report
 

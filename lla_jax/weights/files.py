@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from typing import Iterable, Mapping
 
 import numpy as np
+
+from lla_jax.errors import BadInputError
 
 
 def to_numpy(value):
@@ -28,13 +31,13 @@ def to_numpy(value):
 def _array_dict(obj, path: str) -> dict:
   """Unwraps {'model': ...} / {'blobs': ...} / {'state_dict': ...} -> {name: np.ndarray}."""
   if not isinstance(obj, Mapping):
-    raise ValueError(f"{path}: expected a dict of named tensors, got {type(obj).__name__}")
+    raise BadInputError(f"{path}: expected a dict of named tensors, got {type(obj).__name__}")
   for key in ("model", "blobs", "state_dict"):
     if key in obj and isinstance(obj[key], Mapping):
       obj = obj[key]
       break
   if not obj:
-    raise ValueError(f"{path}: no named tensors found")
+    raise BadInputError(f"{path}: no named tensors found; expected a dict of named arrays")
   return {str(k): to_numpy(v) for k, v in obj.items()}
 
 
@@ -69,7 +72,7 @@ def read_keras_h5(path: str) -> tuple:
     if not layer_names:
       hint = (" (a Keras 3 '.weights.h5' keys layers by class, not by name: save with model.save('x.h5'))"
               if "layers" in root else "")
-      raise ValueError(f"{path}: not a legacy Keras weights file, no 'layer_names' attribute{hint}")
+      raise BadInputError(f"{path}: not a legacy Keras weights file, no 'layer_names' attribute{hint}")
     for layer in layer_names:
       group = root[layer]
       for i, wname in enumerate(_attr_list(group, "weight_names")):
@@ -79,10 +82,26 @@ def read_keras_h5(path: str) -> tuple:
 
 
 def read_weights(path: str) -> tuple:
-  """File -> ({name: np.ndarray}, {name: keras weight name} or {}). By suffix: .pkl .pth .pt .npz .h5."""
+  """File -> ({name: np.ndarray}, {name: keras weight name} or {}). By suffix: .pkl .pth .pt .npz .h5.
+  A file that cannot be read as its suffix says (truncated, empty, another format) raises BadInputError."""
   if not os.path.exists(path):
     raise FileNotFoundError(f"weights file {path} does not exist")
   suffix = os.path.splitext(path)[1].lower()
+  if suffix not in (".pkl", ".pth", ".pt", ".npz", ".h5", ".hdf5"):
+    raise BadInputError(f"{path}: unknown weights suffix {suffix!r}; expected .pkl, .pth, .pt, .npz or .h5")
+  try:
+    return _read_by_suffix(path, suffix)
+  except (OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+    if isinstance(e, (FileNotFoundError, BadInputError)) or "torch" in str(e):
+      raise
+    kind = {".pkl": "a pickle of named arrays", ".npz": "a numpy .npz archive of named arrays",
+            ".h5": "a legacy Keras HDF5 weights file", ".hdf5": "a legacy Keras HDF5 weights file"}.get(
+                suffix, "a PyTorch checkpoint")
+    raise BadInputError(f"{path}: cannot be read as {kind} ({type(e).__name__}: {e}); truncated or not a "
+                        f"{suffix} file? Expected {kind}") from None
+
+
+def _read_by_suffix(path: str, suffix: str) -> tuple:
   if suffix == ".pkl":
     with open(path, "rb") as f:
       return _array_dict(pickle.load(f, encoding="latin1"), path), {}
@@ -93,11 +112,12 @@ def read_weights(path: str) -> tuple:
       return {k: z[k] for k in z.files}, {}
   if suffix in (".h5", ".hdf5"):
     return read_keras_h5(path)
-  raise ValueError(f"{path}: unknown weights suffix {suffix!r}; expected .pkl, .pth, .pt, .npz or .h5")
+  raise AssertionError(suffix)
 
 
-def detect_format(names: Iterable[str]) -> str:
-  """The naming scheme of a name set: c2 | detectron2 | cvpods | torchvision | keras_v1 | keras_v2 | keras_mobilenet."""
+def detect_format(names: Iterable[str], source: str | None = None) -> str:
+  """The naming scheme of a name set: c2 | detectron2 | cvpods | torchvision | keras_v1 | keras_v2 | keras_mobilenet.
+  `source` (the file) prefixes the error raised for names of no known scheme."""
   names = set(names)
   if "conv_dw_1/0" in names:
     return "keras_mobilenet"
@@ -113,5 +133,5 @@ def detect_format(names: Iterable[str]) -> str:
     return "cvpods"
   if any(n.endswith("stem.conv1.weight") for n in names):
     return "detectron2"
-  raise ValueError(f"unrecognised weight names (first: {sorted(names)[:8]}); expected MSRA caffe, detectron2/"
-                   "cvpods, torchvision or Keras ResNet/MobileNet names")
+  raise BadInputError(f"{source + ': ' if source else ''}unrecognised weight names (first: {sorted(names)[:8]}); "
+                      "expected MSRA caffe, detectron2/cvpods, torchvision or Keras ResNet/MobileNet names")

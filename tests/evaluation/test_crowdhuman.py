@@ -208,6 +208,7 @@ def random_case(rng, n_images=14, integer=True):
       if boxes and rng.random() < 0.7:
         b = boxes[rng.integers(len(boxes))]["fbox"]
         box = [v + rng.normal(0, 2.5) for v in b]
+        box[2:] = [max(v, 0.0) for v in box[2:]]   # a jittered width stays a width (>= 0)
       else:
         box = [rng.uniform(-20, width), rng.uniform(-20, height), rng.uniform(5, 40), rng.uniform(10, 80)]
       box = [int(round(v)) for v in box] if integer else [float(v) for v in box]
