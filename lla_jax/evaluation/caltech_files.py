@@ -281,8 +281,7 @@ def read_rows(path, columns: int, typed: bool = False):
   float64 array (the evaluator's fast path); typed: [(1-based line number, [numbers as written: int or float])].
   A row with another field count or a number that is not finite raises naming the line."""
   path = os.fspath(path)
-  with open(path, encoding="utf-8") as f:
-    text = f.read().replace(",", " ")
+  text = text_files.read_text(path).replace(",", " ")  # UTF-8 (BOM dropped); other encodings refused by name
   lines = text.splitlines()
   if not typed:
     if not text.strip():
