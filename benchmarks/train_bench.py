@@ -9,10 +9,13 @@ the step alone, not the input pipeline. No TensorFlow, no data set.
 
   quickstart  configs/quickstart.py: ResNet-18/16 FPN, 256 x 320, global batch 8 (split over the devices)
   lla_r50     configs/lla_r50.py:    ResNet-50 FPN, 800 x 1408, 2 images per device, max_boxes 500
+  faster_rcnn_r50  configs/faster_rcnn_r50.py: Faster R-CNN R-50 FPN P2..P6, 800 x 1408 (281 358 anchors),
+              2 images per device; "assign" times the RPN anchor labelling (rpn_assign) alone
 
   python benchmarks/train_bench.py                 # --quick: a few minutes on a 2-core CPU
   python benchmarks/train_bench.py --full          # every preset x dtype x device count
   python benchmarks/train_bench.py --presets lla_r50 --dtypes float32 bfloat16 --devices 1 8 --steps 10
+  python benchmarks/train_bench.py --presets faster_rcnn_r50 --hw 128 160 --devices 1 --steps 1   # CPU sanity
 
 On CPU, --devices N uses N virtual devices of one host (XLA_FLAGS=--xla_force_host_platform_device_count,
 set here before JAX starts): they share the same cores, so this checks that sharding works and costs
@@ -32,7 +35,9 @@ PRESETS = {
     # name: (config module, (H, W), global batch or None, images per device or None)
     "quickstart": ("quickstart", (256, 320), 8, None),
     "lla_r50": ("lla_r50", (800, 1408), None, 2),
+    "faster_rcnn_r50": ("faster_rcnn_r50", (800, 1408), None, 2),
 }
+LARGE = ("lla_r50", "faster_rcnn_r50")   # minutes per step on a CPU: left out of --quick there
 
 
 def parse_args(argv=None):
@@ -42,6 +47,8 @@ def parse_args(argv=None):
   p.add_argument("--devices", nargs="+", type=int, default=None, help="mesh sizes (default: 1, 2, 8 on CPU)")
   p.add_argument("--steps", type=int, default=None, help="timed steps per case (after one warm-up step)")
   p.add_argument("--max-boxes", type=int, default=None, help="override the config's data.max_boxes")
+  p.add_argument("--hw", type=int, nargs=2, default=None, metavar=("H", "W"),
+                 help="override the preset's input size (a CPU sanity run of a large preset at a tiny size)")
   mode = p.add_mutually_exclusive_group()
   mode.add_argument("--quick", action="store_true", help="(default) on CPU: quickstart float32 on 1, 2, 8 "
                     "devices and bfloat16 on 1, 2 timed steps each; on GPU: every preset and dtype")
@@ -58,18 +65,19 @@ def plan(args, platform, device_count):
   quick_cpu = platform == "cpu" and not args.full and not explicit
   devices = args.devices or ([1, 2, 8] if platform == "cpu" else sorted({1, device_count}))
   dtypes = args.dtypes or ["float32", "bfloat16"]
-  presets = args.presets or ["quickstart", "lla_r50"]
+  presets = args.presets or ["quickstart", "lla_r50", "faster_rcnn_r50"]
   steps = args.steps or (5 if args.full else 2)
   cases, notes = [], []
   for preset in presets:
     for dtype in dtypes:
       for n in devices:
-        if quick_cpu and (preset == "lla_r50" or (dtype == "bfloat16" and n != 1)):
+        if quick_cpu and (preset in LARGE or (dtype == "bfloat16" and n != 1)):
           continue
         cases.append((preset, dtype, n))
   if quick_cpu:
-    notes.append("--quick on CPU: quickstart float32 on 1/2/8 devices and bfloat16 on 1; lla_r50 left out "
-                 "(minutes per step on CPU): run --presets lla_r50 --devices 1 --steps 1, or --full")
+    notes.append("--quick on CPU: quickstart float32 on 1/2/8 devices and bfloat16 on 1; lla_r50 and "
+                 "faster_rcnn_r50 left out (minutes per step on CPU): run --presets lla_r50 --devices 1 --steps 1, "
+                 "--presets faster_rcnn_r50 --hw 128 160 --devices 1 --steps 1, or --full")
   return cases, steps, notes
 
 
@@ -107,9 +115,14 @@ def timed(fn, steps):
   return first, statistics.median(times)
 
 
-def case_config(preset, dtype, max_boxes=None):
+def case_hw(preset, hw=None):
+  return tuple(hw) if hw else PRESETS[preset][1]
+
+
+def case_config(preset, dtype, max_boxes=None, hw=None):
   import importlib
-  module, hw, _, _ = PRESETS[preset]
+  module = PRESETS[preset][0]
+  hw = case_hw(preset, hw)
   config = importlib.import_module(f"configs.{module}").get_config()
   config.data.pad_size = hw
   config.model.dtype = dtype
@@ -120,16 +133,43 @@ def case_config(preset, dtype, max_boxes=None):
   return config
 
 
-def run_case(preset, dtype, n, steps, method, max_boxes=None):
+def assigner_alone(config, hw, batch_size, batch, data):
+  """(number of priors, jitted assigner, its arguments) on the step's shapes: the FCOS-family assigner on
+  random predictions, or Faster R-CNN's RPN anchor labelling (which needs no predictions)."""
+  import jax
+  import numpy as np
+
+  from lla_jax import priors
+  from lla_jax.assigners import assign_batch
+  from lla_jax.assigners import rcnn as rcnn_assign
+  from lla_jax.methods import faster_rcnn
+
+  gt = (batch["gt_boxes"], batch["gt_classes"], batch["gt_valid"])
+  if config.method == "faster_rcnn":
+    opts = faster_rcnn.piece_options(config)
+    anchors, _ = priors.rcnn_anchors(hw, opts)
+    assign = jax.jit(lambda b, k, v: jax.vmap(lambda *g: rcnn_assign.rpn_assign(anchors, *g, opts))(b, k, v))
+    return len(anchors), assign, gt
+  pts = priors.fpn_points(*hw, tuple(config.model.head.strides))
+  a = len(pts.xy)
+  r = np.random.default_rng(1)
+  logits = jax.device_put(r.normal(-4, 1.5, (batch_size, a, config.model.num_classes)).astype(np.float32), data)
+  ltrb = jax.device_put((r.uniform(0, 150, (batch_size, a, 4)) * pts.strides[None, :, None] / 8).astype(np.float32),
+                        data)
+  assign = jax.jit(lambda c, l, b, k, v: assign_batch(config.assigner, pts.xy, pts.strides, c, l, b, k, v))
+  return a, assign, (logits, ltrb, *gt)
+
+
+def run_case(preset, dtype, n, steps, method, max_boxes=None, hw=None):
   """One row: the step and the assigner alone timed on a mesh of the first n devices."""
   import jax
   import numpy as np
 
-  from lla_jax import priors, sharding, train, train_state
-  from lla_jax.assigners import assign_batch
+  from lla_jax import sharding, train, train_state
 
-  _, hw, global_batch, per_device = PRESETS[preset]
-  config = case_config(preset, dtype, max_boxes)
+  _, _, global_batch, per_device = PRESETS[preset]
+  hw = case_hw(preset, hw)
+  config = case_config(preset, dtype, max_boxes, hw)
   batch_size = global_batch if global_batch else per_device * n
   if batch_size % n:
     return None
@@ -149,17 +189,9 @@ def run_case(preset, dtype, n, steps, method, max_boxes=None):
   compile_s, step_s = timed(one_step, steps)
   loss = float(holder["metrics"]["loss"])   # after 1 + steps updates on the same batch: a sanity value
 
-  # The assigner alone, on predictions of the step's shapes (float32, as the detector emits them).
-  pts = priors.fpn_points(*hw, tuple(config.model.head.strides))
-  a = len(pts.xy)
-  data = sharding.data_sharding(mesh)
-  r = np.random.default_rng(1)
-  logits = jax.device_put(r.normal(-4, 1.5, (batch_size, a, config.model.num_classes)).astype(np.float32), data)
-  ltrb = jax.device_put((r.uniform(0, 150, (batch_size, a, 4)) * pts.strides[None, :, None] / 8).astype(np.float32),
-                        data)
-  assign = jax.jit(lambda c, l, b, k, v: assign_batch(config.assigner, pts.xy, pts.strides, c, l, b, k, v))
-  gt = (batch["gt_boxes"], batch["gt_classes"], batch["gt_valid"])
-  _, assign_s = timed(lambda: jax.block_until_ready(assign(logits, ltrb, *gt)), steps)
+  # The assigner alone, on the step's shapes (float32, as the network emits them).
+  a, assign, args = assigner_alone(config, hw, batch_size, batch, sharding.data_sharding(mesh))
+  _, assign_s = timed(lambda: jax.block_until_ready(assign(*args)), steps)
   return dict(preset=preset, dtype=dtype, devices=n, batch=batch_size, hw=hw, points=a,
               max_boxes=config.data.max_boxes, compile_s=compile_s, step_s=step_s, images_s=batch_size / step_s,
               assign_s=assign_s, share=assign_s / step_s, loss=loss)
@@ -192,13 +224,13 @@ def main(argv=None):
       continue
     t = time.perf_counter()
     if (preset, dtype) not in methods:
-      methods[preset, dtype] = get_method(case_config(preset, dtype, args.max_boxes))
-    row = run_case(preset, dtype, n, steps, methods[preset, dtype], args.max_boxes)
+      methods[preset, dtype] = get_method(case_config(preset, dtype, args.max_boxes, args.hw))
+    row = run_case(preset, dtype, n, steps, methods[preset, dtype], args.max_boxes, args.hw)
     if row is None:
       print(f"  {preset} {dtype} {n} devices: skipped, batch not divisible")
       continue
     rows.append(row)
-    print(f"  {preset:<10} {dtype:<8} {n} dev  batch {row['batch']:>3}  {row['step_s']:.3f} s/step  "
+    print(f"  {preset:<15} {dtype:<8} {n} dev  batch {row['batch']:>3}  {row['step_s']:.3f} s/step  "
           f"{row['images_s']:.2f} img/s  assign {row['assign_s']:.3f} s ({100 * row['share']:.0f} %)  "
           f"first step {row['compile_s']:.1f} s  loss@{steps + 1} {row['loss']:.3f}  [{time.perf_counter() - t:.0f} s]", flush=True)
   print("\n| preset | input | max_boxes | dtype | devices | global batch | s/step | images/s | assign s | "

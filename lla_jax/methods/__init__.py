@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from lla_jax.methods import alfnet, fcos_family
+from lla_jax.methods import alfnet, faster_rcnn, fcos_family
 from lla_jax.methods.base import Method
 from lla_jax.registry import Registry
 
@@ -30,3 +30,4 @@ def get_method(config) -> Method:
 
 register("fcos_family", fcos_family.build)   # FCOS, ATSS, LLA.FCOS
 register("alfnet", alfnet.build)             # ALFNet
+register("faster_rcnn", faster_rcnn.build)   # Faster R-CNN (the two-stage baseline)

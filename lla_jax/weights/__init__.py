@@ -10,6 +10,7 @@ when the file holds a name of that scope that our model has no place for (a dept
   resnet.py         ResNet names: c2 (MSRA caffe), detectron2, torchvision, keras_v1, keras_v2
   mobilenet.py      keras_mobilenet names (MobileNet v1, BN statistics included)
   fcos_detector.py  cvpods names of a whole LLA / FCOS / ATSS detector (and the export back)
+  faster_rcnn.py    cvpods names of a whole Faster R-CNN (and the export back)
   pixels.py         the pixel convention each format expects, checked against config.data
 
 Entry points (here): `load_variables` (any file into any model of the suite, by the file's names),
@@ -26,6 +27,7 @@ from lla_jax.models import resnet as resnet_lib
 from lla_jax.weights.engine import Entry, LoadReport, apply_entries, format_report
 from lla_jax.weights.fcos_detector import (convert_cvpods, detector_entries, export_cvpods, fpn_entries, head_entries,
                                            load_cvpods)
+from lla_jax.weights.faster_rcnn import convert_cvpods_rcnn, export_cvpods_rcnn, is_rcnn_tree, load_cvpods_rcnn
 from lla_jax.weights.files import detect_format, read_keras_h5, read_weights
 from lla_jax.weights.mobilenet import load_mobilenet, mobilenet_entries
 from lla_jax.weights.pixels import (PIXEL_CONVENTIONS, check_pixel_convention, format_pixel_conventions, override_flags,
@@ -62,9 +64,10 @@ def load_pretrained(params: Mapping, path: str, model_cfg, strict: bool = True) 
 def load_variables(variables: Mapping, path: str, model_cfg, strict: bool = True, data_cfg=None) -> tuple:
   """Weights file -> (variables {'params', ...}, LoadReport), for any model of the suite.
 
-  cvpods LLA/FCOS/ATSS checkpoints fill a whole FCOS-family detector; MSRA caffe, detectron2,
-  torchvision and Keras ResNet files fill a ResNet backbone (bare, or under 'backbone' of a detector or
-  ALFNet); Keras MobileNet v1 files fill a MobileNet backbone, BN statistics included ('batch_stats').
+  cvpods LLA/FCOS/ATSS checkpoints fill a whole FCOS-family detector, cvpods Faster R-CNN ones a
+  FasterRCNN; MSRA caffe, detectron2, torchvision and Keras ResNet files fill a ResNet backbone (bare,
+  or under 'backbone' of a detector or ALFNet); Keras MobileNet v1 files fill a MobileNet backbone, BN
+  statistics included ('batch_stats').
   With `data_cfg` (config.data) the pixel convention is checked first (check_pixel_convention).
   """
   source, names = read_weights(path)
@@ -104,7 +107,8 @@ def load_source(variables, source, names, path, model_cfg, strict):
     return load_mobilenet(variables, source, source_name=path, keras_names=names, strict=strict)
   params = variables["params"]
   if fmt == "cvpods":
-    params, report = convert_cvpods(params, source, source_name=path, strict=strict)
+    convert = convert_cvpods_rcnn if is_rcnn_tree(params) else convert_cvpods
+    params, report = convert(params, source, source_name=path, strict=strict)
     return {**variables, "params": params}, report
   eps = b.get("bn_eps", None) or resnet_lib.LAYOUTS[b.layout]["bn_eps"]
   if fmt == "keras_v2" and (eps != 1.001e-5 or b.get("stem_pool", None) != "symmetric"):

@@ -129,7 +129,8 @@ def detect_format(names: Iterable[str], source: str | None = None) -> str:
     return "c2"
   if "conv1.weight" in names and any(n.startswith("layer1.") for n in names):
     return "torchvision"
-  if "backbone.bottom_up.stem.conv1.weight" in names and any(n.startswith("head.") for n in names):
+  if "backbone.bottom_up.stem.conv1.weight" in names and any(n.startswith(("head.", "proposal_generator."))
+                                                              for n in names):
     return "cvpods"
   if any(n.endswith("stem.conv1.weight") for n in names):
     return "detectron2"
