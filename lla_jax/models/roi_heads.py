@@ -1,5 +1,5 @@
 """Box head of Faster R-CNN (cvpods cvpods/modeling/roi_heads/box_head.py FastRCNNConvFCHead with 0 conv and
-2 FC, fast_rcnn.py FastRCNNOutputLayers and its losses). Not wired to a method yet: RoIs come from
+2 FC, fast_rcnn.py FastRCNNOutputLayers and its losses). Composed in lla_jax/methods/faster_rcnn.py: RoIs come from
 lla_jax.assigners.rcnn.roi_assign + sample_rois, features from lla_jax.models.roi_align."""
 from __future__ import annotations
 

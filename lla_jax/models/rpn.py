@@ -1,7 +1,7 @@
 """Region proposal network of Faster R-CNN (cvpods cvpods/modeling/proposal_generator/rpn.py
 StandardRPNHead, rpn_outputs.py losses): the head shared by P2..P6 and its two losses.
 
-Not wired to a method yet: proposals come from lla_jax.postprocess.rpn_proposals, targets from
+Composed in lla_jax/methods/faster_rcnn.py: proposals come from lla_jax.postprocess.rpn_proposals, targets from
 lla_jax.assigners.rcnn.rpn_assign + sample_rpn."""
 from __future__ import annotations
 
