@@ -73,6 +73,13 @@ def get_common_config():
   t.nms_thresh = 0.6
   t.max_detections = 300
   t.batch_size = 8
+  # Test-time padding of the FCOS family (data.augment 'flip'; ALFNet evaluates the full image padded to
+  # data.eval_size): divisible = each image zero-padded to its own resized size rounded up to
+  # test.size_divisibility, as the released code tests (cvpods ImageList, SIZE_DIVISIBILITY 32); images
+  # are batched by padded shape, one compilation per shape. fixed = every image padded to data.pad_size
+  # (one compilation), which changes the head's GroupNorm statistics and so the detections.
+  t.padding = "divisible"
+  t.size_divisibility = 32
 
   # Optimisation (lla_jax/optim.py, the loop in lla_jax/train.py).
   c.train = tr = ml_collections.ConfigDict()

@@ -7,7 +7,8 @@ resize (antialiased like PIL, rounded to uint8 values as PIL returns), boxes sca
 new_h / h), horizontal flip (train, flip_prob), clip to the image and drop boxes that are not finite or
 have zero width or height (counted), normalise (BGR if data.bgr; minus pixel_mean, over pixel_std),
 zero padding bottom/right to data.pad_size after normalisation (training with data.buckets: to the size
-of the batch's orientation bucket), GT padded to data.max_boxes.
+of the batch's orientation bucket; evaluation with data.eval_padding 'divisible': to the image's own
+size rounded up to data.eval_size_divisibility, batches grouped by that shape), GT padded to data.max_boxes.
 
 data.augment 'alfnet' (liuwei16/ALFNet keras_alfnet/data_augment.py; the default of CityPersons):
 training takes the images with GT (CityPersons: a pedestrian of height >= 50) through the ALFNet
@@ -294,6 +295,33 @@ def _bucketed_train(tf, ds, data_cfg, records, batch_size, seed, process_index, 
   return tf.data.Dataset.choose_from_datasets(streams, choice)
 
 
+def _eval_batches(tf, ds, data_cfg, alfnet: bool, schedule: list, batch_size: int, num_records: int):
+  """Evaluation batches of this process's shard `ds` in the order of `schedule`
+  (transforms.eval_schedule): one pass over the shard per pad shape, keeping that shape's images (in
+  index order), padded to it, then the shape's filler images (image_id -1)."""
+  groups = {}
+  for shape, indices in schedule:
+    groups.setdefault(shape, []).extend(indices)
+  parts = []
+  for shape, slots in groups.items():
+    mine = [i for i in slots if i is not None]
+    pre = make_alfnet_preprocess(tf, data_cfg, False) if alfnet else (
+        lambda ex, p=make_preprocess(tf, data_cfg, shape): p(ex, tf.constant(False)))
+    part = ds
+    if len(groups) > 1:
+      keep = np.zeros(num_records, bool)
+      keep[mine] = True
+      table = tf.constant(keep)
+      part = part.filter(lambda ex, t=table: tf.gather(t, ex["image/index"]))
+    part = part.map(pre, num_parallel_calls=data_cfg.num_parallel_calls, deterministic=True)
+    filler = tf.data.Dataset.from_tensors(transforms.padding_example(data_cfg, shape))
+    parts.append(part.concatenate(filler.repeat(len(slots) - len(mine))).batch(batch_size, drop_remainder=True))
+  out = parts[0]
+  for part in parts[1:]:
+    out = out.concatenate(part)
+  return out
+
+
 def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int, process_index: int = 0,
                    process_count: int = 1):
   """(iterator of Batch dicts, info) for `split` of data_cfg.name; batch_size images per process.
@@ -320,8 +348,8 @@ def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int
   where = f"{builder.info.full_name}/{split}"
   gt = gt_export.export_split(data_cfg.name, builder, split, data_dir)
   records = gt.records
-  info, (start, end), pad_size = transforms.split_plan(gt, data_cfg, alfnet, train, where, process_index,
-                                                       process_count)
+  info, (start, end), _ = transforms.split_plan(gt, data_cfg, alfnet, train, where, process_index,
+                                                process_count, batch_size)
   stats = info["stats"]
 
   subsplit = tfds.split_for_jax_process(split, process_index=process_index, process_count=process_count)
@@ -350,13 +378,7 @@ def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int
     ds = ds.map(fn, num_parallel_calls=parallel, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=True)
   else:
-    num_batches = transforms.eval_num_batches(len(records), batch_size, process_count)
-    filler = tf.data.Dataset.from_tensors(transforms.padding_example(data_cfg, pad_size))
-    preprocess = make_alfnet_preprocess(tf, data_cfg, False) if alfnet else (
-        lambda ex, pre=make_preprocess(tf, data_cfg): pre(ex, tf.constant(False)))
-    ds = ds.map(preprocess, num_parallel_calls=parallel, deterministic=True)
-    ds = ds.concatenate(filler.repeat(num_batches * batch_size - (end - start)))
-    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = _eval_batches(tf, ds, data_cfg, alfnet, info["schedule"], batch_size, len(records))
   options = tf.data.Options()
   options.deterministic = True
   threads = int(data_cfg.get("num_threads", 0) or 0)
