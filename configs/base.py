@@ -52,6 +52,12 @@ def get_common_config():
   # Training batches of landscape or portrait images only, each padded to its own size (896x1408 or
   # 1408x896 at the CrowdHuman setting): about 36% fewer pixels than data.pad_size.
   d.buckets = False
+  # With data.buckets: orientation (the two buckets above) | shape (upstream-like: one bucket per
+  # orientation and padded shape, each image's resized size rounded up to data.bucket_divisibility;
+  # cvpods pads each aspect-grouped batch to its common size rounded up to 32). Each shape is one more
+  # compilation of the training step.
+  d.bucket_by = "orientation"
+  d.bucket_divisibility = 32
 
   # Model (lla_jax/models/).
   c.model = m = ml_collections.ConfigDict()

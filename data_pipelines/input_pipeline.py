@@ -263,35 +263,54 @@ def orientation_buckets(records, data_cfg) -> tuple[np.ndarray, tuple]:
   return landscape, tuple(pads)
 
 
+def train_buckets(records, data_cfg, shards) -> tuple[np.ndarray, list, list]:
+  """(bucket (N,) int per record, pad size per bucket, bucket names) of data.buckets: data.bucket_by
+  'orientation' (landscape 0, portrait 1: `orientation_buckets`) or 'shape' (one bucket per padded shape,
+  each image's resized size rounded up to data.bucket_divisibility: transforms.shape_buckets)."""
+  by = data_cfg.get("bucket_by", None) or "orientation"
+  if by == "orientation":
+    landscape, pads = orientation_buckets(records, data_cfg)
+    return np.where(landscape, 0, 1), list(pads), ["landscape", "portrait"]
+  if by != "shape":
+    raise ValueError(f"data.bucket_by must be 'orientation' or 'shape'; got {by!r}")
+  sizes = [transforms.resized_size(r["height"], r["width"], data_cfg.min_size, data_cfg.max_size)[:2] for r in records]
+  bucket, pads = transforms.shape_buckets(sizes, int(data_cfg.get("bucket_divisibility", None) or 32), shards)
+  return bucket, pads, [f"{h}x{w}" for h, w in pads]
+
+
 def _bucketed_train(tf, ds, data_cfg, records, batch_size, seed, process_index, process_count, shard, where):
-  """Training batches from one stream per orientation bucket; which bucket feeds each batch comes from
-  a seeded random stream (same on every process, in proportion to the split's bucket sizes), so all
+  """Training batches from one stream per bucket (`train_buckets`); which bucket feeds each batch comes
+  from a seeded random stream (same on every process, in proportion to the split's bucket sizes), so all
   processes pad a step's batch alike."""
-  landscape, pads = orientation_buckets(records, data_cfg)
-  frac = float(landscape.mean())
-  mine = landscape[shard[0]:shard[1]]
-  used = [b for b, share in enumerate((frac, 1 - frac)) if share > 0]
+  shards = [transforms.shard_range(len(records), p, process_count) for p in range(process_count)]
+  bucket, pads, names = train_buckets(records, data_cfg, shards)
+  share = np.bincount(bucket, minlength=len(pads)) / max(len(bucket), 1)
+  mine = bucket[shard[0]:shard[1]]
+  used = [b for b in range(len(pads)) if share[b] > 0]
   for b in used:
-    if not (mine == (b == 0)).any():
-      raise ValueError(f"{where}: data.buckets needs landscape and portrait images in every process's shard; images "
-                       f"{shard[0]}..{shard[1] - 1} have no {('landscape', 'portrait')[b]} one. Set data.buckets=False")
-  table = tf.constant(landscape)
+    if not (mine == b).any():
+      raise ValueError(f"{where}: data.buckets needs images of every bucket in every process's shard; images "
+                       f"{shard[0]}..{shard[1] - 1} have no {names[b]} one. Set data.buckets=False")
+  table = tf.constant(bucket)
+  nb = max(len(pads), 2)
   streams = []
   for b in used:
     preprocess = make_preprocess(tf, data_cfg, pads[b])
-    sub = ds.filter(lambda ex, want=(b == 0): tf.equal(tf.gather(table, ex["image/index"]), want))
+    sub = ds.filter(lambda ex, want=b: tf.equal(tf.gather(table, ex["image/index"]), want))
     sub = sub.shuffle(data_cfg.shuffle_buffer, seed=seed + b, reshuffle_each_iteration=True).repeat().enumerate()
-    key = lambda count, b=b: tf.stack([tf.constant(seed, tf.int64), (count * 2 + b) * process_count + process_index])
+    key = lambda count, b=b: tf.stack([tf.constant(seed, tf.int64), (count * nb + b) * process_count + process_index])
     sub = sub.map(lambda count, ex, key=key, pre=preprocess: pre(
         ex, tf.random.stateless_uniform([], seed=key(count)) < data_cfg.flip_prob),
         num_parallel_calls=data_cfg.num_parallel_calls, deterministic=True)
     streams.append(sub.batch(batch_size, drop_remainder=True))
-  logging.info("%s: buckets landscape %s (%.0f%% of the images), portrait %s", where, pads[0], 100 * frac, pads[1])
+  logging.info("%s: buckets %s", where, ", ".join(f"{names[b]} {pads[b]} ({100 * share[b]:.0f}% of the images)"
+                                                  for b in used))
   if len(streams) == 1:
     return streams[0]
   scale = 1 << 20
+  bounds = [int(round(v * scale)) for v in np.cumsum(share[used])[:-1]]
   choice = tf.data.Dataset.random(seed=seed).map(
-      lambda x: tf.cast(x % scale >= int(round(frac * scale)), tf.int64))
+      lambda x: tf.add_n([tf.cast(x % scale >= t, tf.int64) for t in bounds]))
   return tf.data.Dataset.choose_from_datasets(streams, choice)
 
 
@@ -330,7 +349,7 @@ def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int
   (data.augment, None = the registry entry's default: 'flip' = resize + flip; 'alfnet' = the ALFNet
   augmentation, on the images with GT only), full batches; with data.buckets ('flip' only) each batch
   holds landscape or portrait images only, padded to that bucket's size (orientation_buckets) instead
-  of data.pad_size. Eval: in index order, no augmentation ('flip': resized; 'alfnet': the full image
+  of data.pad_size, or with data.bucket_by 'shape' images of one padded shape (train_buckets). Eval: in index order, no augmentation ('flip': resized; 'alfnet': the full image
   padded to data.eval_size), ceil(ceil(N / process_count) / batch_size) batches on every process,
   the tail filled with image_id -1 images. This process reads its contiguous shard of the files
   (tfds.split_for_jax_process). Random draws come from stateless generators keyed by (seed, position

@@ -205,6 +205,31 @@ def eval_schedule(shapes, batch_size: int, process_index: int, process_count: in
   return out
 
 
+def shape_buckets(sizes, divisor: int, shards) -> tuple[np.ndarray, list]:
+  """Training buckets by padded shape (the upstream-like batching): (bucket (N,) int per image, pad
+  shapes [(H, W)] per bucket, sorted). sizes (N, 2) resized (h, w); an image's shape is its size rounded
+  up to `divisor`. cvpods pads each aspect-grouped per-GPU batch to its common size rounded up to 32;
+  here a batch holds images of one padded shape. A shape that some process's shard (`shards`, [(start,
+  end)]) lacks is merged into the smallest-area shape of the same orientation that covers it and every
+  shard holds; failing that, into the covering size of its orientation (largest h, largest w)."""
+  sizes = np.asarray(sizes, np.int64).reshape(-1, 2)
+  shapes = [(round_up(h, divisor), round_up(w, divisor)) for h, w in sizes]
+  everywhere = set.intersection(*[set(shapes[a:b]) for a, b in shards]) if shards else set()
+  landscape = sizes[:, 1] >= sizes[:, 0]
+  out = []
+  for i, (h, w) in enumerate(shapes):
+    if (h, w) not in everywhere:
+      cover = [s for s in everywhere if s[0] >= h and s[1] >= w and (s[1] >= s[0]) == bool(landscape[i])]
+      if cover:
+        h, w = min(cover, key=lambda s: (s[0] * s[1], s))
+      else:
+        same = np.array([s for s, o in zip(shapes, landscape) if o == landscape[i]])
+        h, w = (int(v) for v in same.max(axis=0))
+    out.append((h, w))
+  pads = sorted(set(out))
+  return np.array([pads.index(s) for s in out], np.int64), pads
+
+
 def shard_range(num_images: int, process_index: int, process_count: int) -> tuple[int, int]:
   """[start, end) of this process's contiguous shard; the first N % P shards hold one extra image
   (the rule of tfds.split_for_jax_process without drop_remainder)."""

@@ -1,6 +1,7 @@
 """Evaluation padding of data.augment 'flip' (test.padding): 'divisible' pads each image to its own
 resized size rounded up to data.eval_size_divisibility and batches images by that shape; 'fixed' pads
-to data.pad_size. Both sources, the schedule across processes, hand-worked numbers."""
+to data.pad_size. Both sources, the schedule across processes, hand-worked numbers. Also the
+upstream-like training buckets (data.buckets with data.bucket_by 'shape')."""
 import numpy as np
 import pytest
 
@@ -103,3 +104,33 @@ def test_numpy_source_divisible_matches_fixed(tmp_path):
   fixed = list(data_pipelines.create_dataset(c, "val", 2, False, 0)[0])
   assert [b["image"].shape for b in fixed] == [(2, 160, 192, 3)] * 2
   _check_against_fixed(divisible, fixed)
+
+
+def test_shape_buckets_merge_shapes_a_shard_lacks():
+  sizes = [(800, 1200), (800, 1190), (800, 1400), (800, 1400), (1400, 800), (1400, 800)]
+  # Shapes /32: 800x1216 (only in shard 0), 800x1408 (both shards), 1408x800 (only in shard 1).
+  bucket, pads = transforms.shape_buckets(sizes, 32, [(0, 3), (3, 6)])
+  assert pads == [(800, 1408), (1408, 800)]     # 800x1216 merged into 800x1408; portrait keeps its own size
+  assert bucket.tolist() == [0, 0, 0, 0, 1, 1]
+  bucket, pads = transforms.shape_buckets(sizes, 32, [(0, 6)])
+  assert pads == [(800, 1216), (800, 1408), (1408, 800)] and bucket.tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_tfds_training_shape_buckets(tmp_path):
+  pytest.importorskip("tensorflow")
+  from data_pipelines import prepare
+  fixtures.write_crowdhuman(str(tmp_path / "manual"))
+  prepare.main(["crowdhuman", "--manual_dir", str(tmp_path / "manual"), "--data_dir", str(tmp_path / "out")])
+  c = base.get_base_config().data
+  c.data_dir = str(tmp_path / "out")
+  c.min_size, c.max_size, c.pad_size, c.max_boxes, c.num_parallel_calls = 120, 200, (192, 192), 8, 1
+  c.shuffle_buffer, c.buckets, c.bucket_by = 8, True, "shape"
+  it, _ = data_pipelines.create_dataset(c, "train", 1, True, 0)
+  # train: 60x90 -> 120x180 -> 128x192; 90x60 -> 192x128; 48x64 (twice) -> 120x160 -> 128x160.
+  seen = set()
+  for _ in range(24):
+    b = next(it)
+    shape = b["image"].shape[1:3]
+    assert shape == tuple(-(-int(v) // 32) * 32 for v in b["image_size"][0])
+    seen.add(shape)
+  assert seen == {(128, 160), (128, 192), (192, 128)}
