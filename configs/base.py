@@ -52,6 +52,12 @@ def get_common_config():
   # Training batches of landscape or portrait images only, each padded to its own size (896x1408 or
   # 1408x896 at the CrowdHuman setting): about 36% fewer pixels than data.pad_size.
   d.buckets = False
+  # With data.buckets: orientation (the two buckets above) | shape (upstream-like: one bucket per
+  # orientation and padded shape, each image's resized size rounded up to data.bucket_divisibility;
+  # cvpods pads each aspect-grouped batch to its common size rounded up to 32). Each shape is one more
+  # compilation of the training step.
+  d.bucket_by = "orientation"
+  d.bucket_divisibility = 32
 
   # Model (lla_jax/models/).
   c.model = m = ml_collections.ConfigDict()
@@ -73,6 +79,13 @@ def get_common_config():
   t.nms_thresh = 0.6
   t.max_detections = 300
   t.batch_size = 8
+  # Test-time padding of the FCOS family (data.augment 'flip'; ALFNet evaluates the full image padded to
+  # data.eval_size): divisible = each image zero-padded to its own resized size rounded up to
+  # test.size_divisibility, as the released code tests (cvpods ImageList, SIZE_DIVISIBILITY 32); images
+  # are batched by padded shape, one compilation per shape. fixed = every image padded to data.pad_size
+  # (one compilation), which changes the head's GroupNorm statistics and so the detections.
+  t.padding = "divisible"
+  t.size_divisibility = 32
 
   # Optimisation (lla_jax/optim.py, the loop in lla_jax/train.py).
   c.train = tr = ml_collections.ConfigDict()

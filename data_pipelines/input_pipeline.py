@@ -7,7 +7,8 @@ resize (antialiased like PIL, rounded to uint8 values as PIL returns), boxes sca
 new_h / h), horizontal flip (train, flip_prob), clip to the image and drop boxes that are not finite or
 have zero width or height (counted), normalise (BGR if data.bgr; minus pixel_mean, over pixel_std),
 zero padding bottom/right to data.pad_size after normalisation (training with data.buckets: to the size
-of the batch's orientation bucket), GT padded to data.max_boxes.
+of the batch's orientation bucket; evaluation with data.eval_padding 'divisible': to the image's own
+size rounded up to data.eval_size_divisibility, batches grouped by that shape), GT padded to data.max_boxes.
 
 data.augment 'alfnet' (liuwei16/ALFNet keras_alfnet/data_augment.py; the default of CityPersons):
 training takes the images with GT (CityPersons: a pedestrian of height >= 50) through the ALFNet
@@ -262,36 +263,82 @@ def orientation_buckets(records, data_cfg) -> tuple[np.ndarray, tuple]:
   return landscape, tuple(pads)
 
 
+def train_buckets(records, data_cfg, shards) -> tuple[np.ndarray, list, list]:
+  """(bucket (N,) int per record, pad size per bucket, bucket names) of data.buckets: data.bucket_by
+  'orientation' (landscape 0, portrait 1: `orientation_buckets`) or 'shape' (one bucket per padded shape,
+  each image's resized size rounded up to data.bucket_divisibility: transforms.shape_buckets)."""
+  by = data_cfg.get("bucket_by", None) or "orientation"
+  if by == "orientation":
+    landscape, pads = orientation_buckets(records, data_cfg)
+    return np.where(landscape, 0, 1), list(pads), ["landscape", "portrait"]
+  if by != "shape":
+    raise ValueError(f"data.bucket_by must be 'orientation' or 'shape'; got {by!r}")
+  sizes = [transforms.resized_size(r["height"], r["width"], data_cfg.min_size, data_cfg.max_size)[:2] for r in records]
+  bucket, pads = transforms.shape_buckets(sizes, int(data_cfg.get("bucket_divisibility", None) or 32), shards)
+  return bucket, pads, [f"{h}x{w}" for h, w in pads]
+
+
 def _bucketed_train(tf, ds, data_cfg, records, batch_size, seed, process_index, process_count, shard, where):
-  """Training batches from one stream per orientation bucket; which bucket feeds each batch comes from
-  a seeded random stream (same on every process, in proportion to the split's bucket sizes), so all
+  """Training batches from one stream per bucket (`train_buckets`); which bucket feeds each batch comes
+  from a seeded random stream (same on every process, in proportion to the split's bucket sizes), so all
   processes pad a step's batch alike."""
-  landscape, pads = orientation_buckets(records, data_cfg)
-  frac = float(landscape.mean())
-  mine = landscape[shard[0]:shard[1]]
-  used = [b for b, share in enumerate((frac, 1 - frac)) if share > 0]
+  shards = [transforms.shard_range(len(records), p, process_count) for p in range(process_count)]
+  bucket, pads, names = train_buckets(records, data_cfg, shards)
+  share = np.bincount(bucket, minlength=len(pads)) / max(len(bucket), 1)
+  mine = bucket[shard[0]:shard[1]]
+  used = [b for b in range(len(pads)) if share[b] > 0]
   for b in used:
-    if not (mine == (b == 0)).any():
-      raise ValueError(f"{where}: data.buckets needs landscape and portrait images in every process's shard; images "
-                       f"{shard[0]}..{shard[1] - 1} have no {('landscape', 'portrait')[b]} one. Set data.buckets=False")
-  table = tf.constant(landscape)
+    if not (mine == b).any():
+      raise ValueError(f"{where}: data.buckets needs images of every bucket in every process's shard; images "
+                       f"{shard[0]}..{shard[1] - 1} have no {names[b]} one. Set data.buckets=False")
+  table = tf.constant(bucket)
+  nb = max(len(pads), 2)
   streams = []
   for b in used:
     preprocess = make_preprocess(tf, data_cfg, pads[b])
-    sub = ds.filter(lambda ex, want=(b == 0): tf.equal(tf.gather(table, ex["image/index"]), want))
+    sub = ds.filter(lambda ex, want=b: tf.equal(tf.gather(table, ex["image/index"]), want))
     sub = sub.shuffle(data_cfg.shuffle_buffer, seed=seed + b, reshuffle_each_iteration=True).repeat().enumerate()
-    key = lambda count, b=b: tf.stack([tf.constant(seed, tf.int64), (count * 2 + b) * process_count + process_index])
+    key = lambda count, b=b: tf.stack([tf.constant(seed, tf.int64), (count * nb + b) * process_count + process_index])
     sub = sub.map(lambda count, ex, key=key, pre=preprocess: pre(
         ex, tf.random.stateless_uniform([], seed=key(count)) < data_cfg.flip_prob),
         num_parallel_calls=data_cfg.num_parallel_calls, deterministic=True)
     streams.append(sub.batch(batch_size, drop_remainder=True))
-  logging.info("%s: buckets landscape %s (%.0f%% of the images), portrait %s", where, pads[0], 100 * frac, pads[1])
+  logging.info("%s: buckets %s", where, ", ".join(f"{names[b]} {pads[b]} ({100 * share[b]:.0f}% of the images)"
+                                                  for b in used))
   if len(streams) == 1:
     return streams[0]
   scale = 1 << 20
+  bounds = [int(round(v * scale)) for v in np.cumsum(share[used])[:-1]]
   choice = tf.data.Dataset.random(seed=seed).map(
-      lambda x: tf.cast(x % scale >= int(round(frac * scale)), tf.int64))
+      lambda x: tf.add_n([tf.cast(x % scale >= t, tf.int64) for t in bounds]))
   return tf.data.Dataset.choose_from_datasets(streams, choice)
+
+
+def _eval_batches(tf, ds, data_cfg, alfnet: bool, schedule: list, batch_size: int, num_records: int):
+  """Evaluation batches of this process's shard `ds` in the order of `schedule`
+  (transforms.eval_schedule): one pass over the shard per pad shape, keeping that shape's images (in
+  index order), padded to it, then the shape's filler images (image_id -1)."""
+  groups = {}
+  for shape, indices in schedule:
+    groups.setdefault(shape, []).extend(indices)
+  parts = []
+  for shape, slots in groups.items():
+    mine = [i for i in slots if i is not None]
+    pre = make_alfnet_preprocess(tf, data_cfg, False) if alfnet else (
+        lambda ex, p=make_preprocess(tf, data_cfg, shape): p(ex, tf.constant(False)))
+    part = ds
+    if len(groups) > 1:
+      keep = np.zeros(num_records, bool)
+      keep[mine] = True
+      table = tf.constant(keep)
+      part = part.filter(lambda ex, t=table: tf.gather(t, ex["image/index"]))
+    part = part.map(pre, num_parallel_calls=data_cfg.num_parallel_calls, deterministic=True)
+    filler = tf.data.Dataset.from_tensors(transforms.padding_example(data_cfg, shape))
+    parts.append(part.concatenate(filler.repeat(len(slots) - len(mine))).batch(batch_size, drop_remainder=True))
+  out = parts[0]
+  for part in parts[1:]:
+    out = out.concatenate(part)
+  return out
 
 
 def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int, process_index: int = 0,
@@ -302,7 +349,7 @@ def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int
   (data.augment, None = the registry entry's default: 'flip' = resize + flip; 'alfnet' = the ALFNet
   augmentation, on the images with GT only), full batches; with data.buckets ('flip' only) each batch
   holds landscape or portrait images only, padded to that bucket's size (orientation_buckets) instead
-  of data.pad_size. Eval: in index order, no augmentation ('flip': resized; 'alfnet': the full image
+  of data.pad_size, or with data.bucket_by 'shape' images of one padded shape (train_buckets). Eval: in index order, no augmentation ('flip': resized; 'alfnet': the full image
   padded to data.eval_size), ceil(ceil(N / process_count) / batch_size) batches on every process,
   the tail filled with image_id -1 images. This process reads its contiguous shard of the files
   (tfds.split_for_jax_process). Random draws come from stateless generators keyed by (seed, position
@@ -320,8 +367,8 @@ def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int
   where = f"{builder.info.full_name}/{split}"
   gt = gt_export.export_split(data_cfg.name, builder, split, data_dir)
   records = gt.records
-  info, (start, end), pad_size = transforms.split_plan(gt, data_cfg, alfnet, train, where, process_index,
-                                                       process_count)
+  info, (start, end), _ = transforms.split_plan(gt, data_cfg, alfnet, train, where, process_index,
+                                                process_count, batch_size)
   stats = info["stats"]
 
   subsplit = tfds.split_for_jax_process(split, process_index=process_index, process_count=process_count)
@@ -350,13 +397,7 @@ def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int
     ds = ds.map(fn, num_parallel_calls=parallel, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=True)
   else:
-    num_batches = transforms.eval_num_batches(len(records), batch_size, process_count)
-    filler = tf.data.Dataset.from_tensors(transforms.padding_example(data_cfg, pad_size))
-    preprocess = make_alfnet_preprocess(tf, data_cfg, False) if alfnet else (
-        lambda ex, pre=make_preprocess(tf, data_cfg): pre(ex, tf.constant(False)))
-    ds = ds.map(preprocess, num_parallel_calls=parallel, deterministic=True)
-    ds = ds.concatenate(filler.repeat(num_batches * batch_size - (end - start)))
-    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = _eval_batches(tf, ds, data_cfg, alfnet, info["schedule"], batch_size, len(records))
   options = tf.data.Options()
   options.deterministic = True
   threads = int(data_cfg.get("num_threads", 0) or 0)

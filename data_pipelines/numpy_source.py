@@ -64,38 +64,38 @@ def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int
   where = f"synthetic_crowds/{_config_name(p)}/{split} (numpy)"
   gt = records_lib.odgt_split(gt_path, lines)
   records = gt.records
-  info, (start, end), pad_size = transforms.split_plan(gt, data_cfg, alfnet, train, where, process_index,
-                                                       process_count)
+  info, (start, end), _ = transforms.split_plan(gt, data_cfg, alfnet, train, where, process_index,
+                                                       process_count, batch_size)
   stats = info["stats"]
 
   def slots():
-    """The example stream: (index, draws) per image (draws: the flip coin, or the NUM_DRAWS uniforms of
-    the ALFNet augmentation; None in evaluation), None for an eval filler slot."""
+    """The example stream: (index, draws, pad shape) per image (draws: the flip coin, or the NUM_DRAWS
+    uniforms of the ALFNet augmentation; None in evaluation; pad shape: None in training (data.pad_size)),
+    (None, None, pad shape) for an eval filler slot. Evaluation follows info["schedule"]."""
     if train:
       rng = np.random.default_rng([seed, process_index, 1])
       usable = np.arange(start, end)[gt.has_gt[start:end]] if alfnet else np.arange(start, end)
       for epoch in itertools.count():  # batches may straddle epochs, as with shuffle().repeat().batch()
         for i in np.random.default_rng([seed, process_index, 0, epoch]).permutation(usable):
-          yield int(i), (rng.random(transforms.NUM_DRAWS) if alfnet else bool(rng.random() < data_cfg.flip_prob))
+          yield int(i), (rng.random(transforms.NUM_DRAWS) if alfnet else bool(rng.random() < data_cfg.flip_prob)), None
     else:
-      yield from ((i, None) for i in range(start, end))
-      n_slots = transforms.eval_num_batches(len(records), batch_size, process_count) * batch_size
-      yield from itertools.repeat(None, n_slots - (end - start))
+      for shape, indices in info["schedule"]:
+        yield from ((i, None, shape) for i in indices)
 
   def example(slot, loaded):
-    if slot is None:
-      return transforms.padding_example(data_cfg, pad_size)
+    if slot[0] is None:
+      return transforms.padding_example(data_cfg, slot[2])
     (index, image, boxes, classes), draws = loaded, slot[1]
     image_id = records[index]["ID"]
     if alfnet and train:
       return transforms.preprocess_alfnet(image, boxes, classes, index, image_id, data_cfg, draws)
     if alfnet:
-      return transforms.preprocess_full(image, boxes, classes, index, image_id, data_cfg, pad_size)
-    return transforms.preprocess(image, boxes, classes, index, image_id, data_cfg, bool(draws))
+      return transforms.preprocess_full(image, boxes, classes, index, image_id, data_cfg, slot[2])
+    return transforms.preprocess(image, boxes, classes, index, image_id, data_cfg, bool(draws), slot[2])
 
   def batches():
     stream, jobs = itertools.tee(slots())
-    jobs = (None if s is None else (split, s[0], p["base_seed"], p["height"], p["width"]) for s in jobs)
+    jobs = (None if s[0] is None else (split, s[0], p["base_seed"], p["height"], p["width"]) for s in jobs)
     loaded = synthetic.ordered_map(synthetic.load_example, jobs, _workers(data_cfg), window=2 * batch_size)
     examples = map(example, stream, loaded)
     while batch := list(itertools.islice(examples, batch_size)):

@@ -112,8 +112,9 @@ def pad_boxes(boxes: np.ndarray, classes: np.ndarray, max_boxes: int, image_id: 
 
 
 def preprocess(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, index: int, image_id: str,
-               data_cfg, flip: bool) -> dict:
-  """One decoded image (uint8 (h, w, 3) RGB) and its GT (xyxy, classes) -> one padded example."""
+               data_cfg, flip: bool, pad_size=None) -> dict:
+  """One decoded image (uint8 (h, w, 3) RGB) and its GT (xyxy, classes) -> one example padded to
+  pad_size (H, W) (default data.pad_size)."""
   h, w = image.shape[:2]
   new_h, new_w, scale = resized_size(h, w, data_cfg.min_size, data_cfg.max_size)
   image = resize_image(image, new_h, new_w)
@@ -124,7 +125,7 @@ def preprocess(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, index:
     boxes = flip_boxes(boxes, new_w)
   boxes, classes, dropped = clip_and_drop(boxes, classes, new_h, new_w)
   image = pad_image(normalize_image(image, data_cfg.pixel_mean, data_cfg.pixel_std, data_cfg.bgr),
-                    data_cfg.pad_size, image_id)
+                    pad_size or data_cfg.pad_size, image_id)
   gt_boxes, gt_classes, gt_valid = pad_boxes(boxes, classes, data_cfg.max_boxes, image_id)
   return {"image": image, "image_size": np.array([new_h, new_w], np.int32), "orig_size": np.array([h, w], np.int32),
           "scale": np.float32(scale), "gt_boxes": gt_boxes, "gt_classes": gt_classes, "gt_valid": gt_valid,
@@ -154,6 +155,81 @@ def eval_num_batches(num_images: int, batch_size: int, process_count: int) -> in
   return max(1, -(-largest // batch_size))
 
 
+EVAL_PADDINGS = ("divisible", "fixed")
+
+
+def round_up(size: int, divisor: int) -> int:
+  """size rounded up to a multiple of divisor."""
+  return -(-int(size) // int(divisor)) * int(divisor)
+
+
+def eval_padding(data_cfg) -> str:
+  """How evaluation pads a resized image (data.augment 'flip'), set from config.test by the callers
+  (lla_jax/evaluate.py eval_data_config): 'divisible' = to its own size rounded up to
+  data.eval_size_divisibility, as the released code tests one image at a time (cvpods ImageList with
+  SIZE_DIVISIBILITY 32); 'fixed' = to data.pad_size. A data config without the field pads 'fixed'."""
+  mode = data_cfg.get("eval_padding", None) or "fixed"
+  if mode not in EVAL_PADDINGS:
+    raise ValueError(f"test.padding must be one of {', '.join(map(repr, EVAL_PADDINGS))}; got {mode!r}")
+  return mode
+
+
+def eval_pad_shape(height: int, width: int, data_cfg) -> tuple[int, int]:
+  """(H, W) an original image of height x width is padded to in evaluation (data.augment 'flip')."""
+  if eval_padding(data_cfg) == "fixed":
+    return tuple(int(v) for v in data_cfg.pad_size)
+  div = int(data_cfg.get("eval_size_divisibility", None) or 32)
+  new_h, new_w, _ = resized_size(height, width, data_cfg.min_size, data_cfg.max_size)
+  return round_up(new_h, div), round_up(new_w, div)
+
+
+def eval_schedule(shapes, batch_size: int, process_index: int, process_count: int) -> list:
+  """The evaluation batches of this process: [(pad shape (H, W), [record index or None (a filler)] *
+  batch_size)], grouped by padded shape so that each shape is one static input shape (one compilation).
+
+  shapes: the pad shape of every record of the split, in record order. Shapes run in sorted order; for
+  each, every process runs the same number of batches (enough for the process holding most images of
+  that shape in its contiguous shard, `shard_range`), filled with None slots, so all processes step
+  through the same global shapes together. With a single shape this is the plain contiguous order with
+  `eval_num_batches` batches."""
+  shapes = [tuple(int(v) for v in s) for s in shapes]
+  shards = [shard_range(len(shapes), p, process_count) for p in range(process_count)]
+  start, end = shards[process_index]
+  out = []
+  for shape in sorted(set(shapes)):
+    most = max(sum(1 for i in range(a, b) if shapes[i] == shape) for a, b in shards)
+    mine = [i for i in range(start, end) if shapes[i] == shape]
+    n = -(-most // batch_size)
+    mine += [None] * (n * batch_size - len(mine))
+    out += [(shape, mine[k * batch_size:(k + 1) * batch_size]) for k in range(n)]
+  return out
+
+
+def shape_buckets(sizes, divisor: int, shards) -> tuple[np.ndarray, list]:
+  """Training buckets by padded shape (the upstream-like batching): (bucket (N,) int per image, pad
+  shapes [(H, W)] per bucket, sorted). sizes (N, 2) resized (h, w); an image's shape is its size rounded
+  up to `divisor`. cvpods pads each aspect-grouped per-GPU batch to its common size rounded up to 32;
+  here a batch holds images of one padded shape. A shape that some process's shard (`shards`, [(start,
+  end)]) lacks is merged into the smallest-area shape of the same orientation that covers it and every
+  shard holds; failing that, into the covering size of its orientation (largest h, largest w)."""
+  sizes = np.asarray(sizes, np.int64).reshape(-1, 2)
+  shapes = [(round_up(h, divisor), round_up(w, divisor)) for h, w in sizes]
+  everywhere = set.intersection(*[set(shapes[a:b]) for a, b in shards]) if shards else set()
+  landscape = sizes[:, 1] >= sizes[:, 0]
+  out = []
+  for i, (h, w) in enumerate(shapes):
+    if (h, w) not in everywhere:
+      cover = [s for s in everywhere if s[0] >= h and s[1] >= w and (s[1] >= s[0]) == bool(landscape[i])]
+      if cover:
+        h, w = min(cover, key=lambda s: (s[0] * s[1], s))
+      else:
+        same = np.array([s for s, o in zip(shapes, landscape) if o == landscape[i]])
+        h, w = (int(v) for v in same.max(axis=0))
+    out.append((h, w))
+  pads = sorted(set(out))
+  return np.array([pads.index(s) for s in out], np.int64), pads
+
+
 def shard_range(num_images: int, process_index: int, process_count: int) -> tuple[int, int]:
   """[start, end) of this process's contiguous shard; the first N % P shards hold one extra image
   (the rule of tfds.split_for_jax_process without drop_remainder)."""
@@ -162,7 +238,7 @@ def shard_range(num_images: int, process_index: int, process_count: int) -> tupl
   return start, start + per + (process_index < extra)
 
 
-def check_split(lines, data_cfg, where: str) -> dict:
+def check_split(lines, data_cfg, where: str, check_pad: bool = True) -> dict:
   """Fail before training, naming the image, if any image of the split would not fit data.pad_size
   after resizing or would keep more than data.max_boxes boxes after clipping (the error states the
   value the whole split calls for); log the box maxima. Lines are GT odgt dicts
@@ -172,7 +248,7 @@ def check_split(lines, data_cfg, where: str) -> dict:
   for i, line in enumerate(lines):
     h, w = int(line["height"]), int(line["width"])
     new_h, new_w, _ = resized_size(h, w, data_cfg.min_size, data_cfg.max_size)
-    if new_h > data_cfg.pad_size[0] or new_w > data_cfg.pad_size[1]:
+    if check_pad and (new_h > data_cfg.pad_size[0] or new_w > data_cfg.pad_size[1]):
       raise pad_size_error(line["ID"], new_h, new_w, data_cfg.pad_size)
     gt = records_lib.gt_arrays(line, f"{where} line {i + 1} (ID {line['ID']})")
     boxes = gt["fbox"] * box_scale_factors(h, w, new_h, new_w)
@@ -205,13 +281,13 @@ class PipelineStats:
                  self.name, self.images, self.batches, self.dropped_boxes)
 
 
-def check_flip_split(gt: records_lib.SplitGT, data_cfg, where: str) -> dict:
+def check_flip_split(gt: records_lib.SplitGT, data_cfg, where: str, check_pad: bool = True) -> dict:
   """data.augment 'flip': `check_split` on the split's odgt lines (it needs the boxes of every image);
   a GT format without them is an error naming the choice that works."""
   if gt.lines is None:
     raise ValueError(f"{where}: data.augment 'flip' needs the boxes of every image in the split GT (an odgt "
                      f"file); data set {data_cfg.name!r} exports its GT as {gt.info_key}: use data.augment='alfnet'")
-  return check_split(gt.lines, data_cfg, where)
+  return check_split(gt.lines, data_cfg, where, check_pad)
 
 
 def alfnet_sizes(data_cfg) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -252,19 +328,25 @@ def check_alfnet_split(gt: records_lib.SplitGT, data_cfg, train: bool, where: st
 
 
 def split_plan(gt: records_lib.SplitGT, data_cfg, alfnet: bool, train: bool, where: str, process_index: int,
-               process_count: int) -> tuple[dict, tuple[int, int], tuple[int, int]]:
+               process_count: int, batch_size: int = 1) -> tuple[dict, tuple[int, int], tuple[int, int]]:
   """What both sources do with a split before any step runs: check it for the augmentation (`alfnet` or
   'flip'), find this process's shard and the batches' pad size. Returns (info dict of create_dataset,
-  (start, end) of the shard, pad size (H, W): data.pad_size, or data.eval_size in 'alfnet' evaluation)."""
+  (start, end) of the shard, pad size (H, W): data.pad_size, or data.eval_size in 'alfnet' evaluation).
+  Evaluation adds info["schedule"] (`eval_schedule`: this process's batches grouped by pad shape; 'flip'
+  pads each image as `eval_pad_shape`, 'alfnet' to data.eval_size)."""
   start, end = shard_range(len(gt.records), process_index, process_count)
   if alfnet:
     maxima = check_alfnet_split(gt, data_cfg, train, where, (start, end))
     pad_size = data_cfg.pad_size if train else alfnet_sizes(data_cfg)[1]
   else:
-    maxima = check_flip_split(gt, data_cfg, where)
+    maxima = check_flip_split(gt, data_cfg, where, check_pad=train or eval_padding(data_cfg) == "fixed")
     pad_size = data_cfg.pad_size
   stats = PipelineStats(f"{where} (process {process_index}/{process_count})")
   info = {"num_images": len(gt.records), "records": gt.records, **gt.info(), "stats": stats, **maxima}
+  if not train:
+    shapes = [pad_size if alfnet else eval_pad_shape(r["height"], r["width"], data_cfg) for r in gt.records]
+    info["schedule"] = eval_schedule(shapes, batch_size, process_index, process_count) or [
+        (tuple(int(v) for v in pad_size), [None] * batch_size)]
   return info, (start, end), tuple(pad_size)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 import data_pipelines
-from lla_jax import checkpointing, cli, priors, sharding, train_state, visualize
+from lla_jax import checkpointing, cli, evaluate, priors, sharding, train_state, visualize
 from lla_jax.assigners import assign_batch
 from lla_jax.methods import get_method
 from lla_jax.models import detector
@@ -72,8 +72,8 @@ def format_table(rows: dict, steps: int, seed: int) -> str:
 def assignment_picture(configs: dict, workdirs: dict, path: str, image_index: int = 0):
   """Positives of each assigner for one val image, from each method's trained checkpoint."""
   first = next(iter(configs.values()))
-  batches, _ = data_pipelines.create_dataset(first.data, split=first.data.eval_split, batch_size=1, train=False,
-                                             seed=0)
+  batches, _ = data_pipelines.create_dataset(evaluate.eval_data_config(first), split=first.data.eval_split,
+                                             batch_size=1, train=False, seed=0)
   for _ in range(image_index + 1):
     batch = next(batches)
   panels = []

@@ -6,8 +6,10 @@ lla_jax/evaluation/protocols.py.
 Entries run in name order; the first is the run's headline: its MR keeps the best checkpoint during
 training and it writes, under the workdir: eval_metrics.json (fractions; null where undefined),
 eval_table_step{N}.txt (the table it prints), mr_fppi_step{N}.png, and the protocol's
-detections/{split}_step{N}.{odgt,json}. Further entries write the same files with `_{entry name}`
-after "eval_metrics", "eval_table" and "mr_fppi" and log their scalars under eval_{entry name}/.
+detections/{split}_step{N}.{odgt,json}; eval_metrics.json also records the test-time padding
+(test.padding), the number of predict compilations (one per padded input shape) and the batches per
+shape. Further entries write the same files with `_{entry name}` after "eval_metrics", "eval_table"
+and "mr_fppi" and log their scalars under eval_{entry name}/.
 Pictures of the first images of the first split go to pictures/, scalars to TensorBoard /
 metrics.jsonl through `writer`.
 """
@@ -50,12 +52,29 @@ def eval_protocol(config) -> str:
   return eval_specs(config)[0][1]
 
 
-def predict_dataset(config, variables, method, mesh, eval_iter, on_batch=None):
+def eval_data_config(config):
+  """config.data with the test-time padding of config.test for the data pipelines' evaluation path:
+  data.eval_padding = test.padding ('divisible' | 'fixed'), data.eval_size_divisibility =
+  test.size_divisibility (see configs/base.py)."""
+  data_cfg = config.data.copy_and_resolve_references()
+  test = config.get("test", None) or {}
+  with data_cfg.unlocked():
+    data_cfg.eval_padding = test.get("padding", None) or "fixed"
+    data_cfg.eval_size_divisibility = int(test.get("size_divisibility", None) or 32)
+  return data_cfg
+
+
+def predict_dataset(config, variables, method, mesh, eval_iter, on_batch=None, shapes=None):
   """Runs jit(method.predict) over a finite iterator of Batches; returns {image_id: (boxes, scores)}
-  in original pixels, valid detections only. `on_batch(batch, detections)` sees host copies."""
+  in original pixels, valid detections only. `on_batch(batch, detections)` sees host copies. Batches
+  of several padded shapes compile once per shape (jax.jit's cache); `shapes` (a dict, if given)
+  counts the batches of each padded (H, W)."""
   predict = jax.jit(method.predict)
   results = {}
   for local in eval_iter:
+    if shapes is not None:
+      hw = tuple(int(v) for v in local["image"].shape[1:3])
+      shapes[hw] = shapes.get(hw, 0) + 1
     batch = sharding.shard_batch(local, mesh)
     dets, ids = multihost_utils.process_allgather((predict(variables, batch), batch["image_id"]), tiled=True)
     for row, image_id in enumerate(np.asarray(ids)):
@@ -107,13 +126,14 @@ def _picture_drawer(config, workdir, info, step, drawn):
   return draw
 
 
-def _run_evaluator(config, workdir, entry, kind, split, results, info, step, writer, headline):
-  """One evaluator on one split's predictions: files, table, scalars; returns its metrics dict."""
+def _run_evaluator(config, workdir, entry, kind, split, results, info, step, writer, headline, padding):
+  """One evaluator on one split's predictions: files, table, scalars; returns its metrics dict.
+  `padding`: {"padding", "compilations", "padded_shapes"} of the split's prediction pass."""
   records = info["records"]
   det_dir = os.path.join(workdir, "detections")
   os.makedirs(det_dir, exist_ok=True)
   metrics = {"protocol": kind, "MR": None, "AP": None, "Recall": None, "JI": None, "step": step, "split": split,
-             "num_images": len(records)}
+             "num_images": len(records), **padding}
   inp = protocols.EvalInput(results=results, records=records, info=info, data_name=config.data.name,
                             gt_format=datasets.get(config.data.name).gt_format, split=split, step=step,
                             det_dir=det_dir)
@@ -149,18 +169,24 @@ def evaluate(config, workdir, state=None, step=None, method=None, mesh=None, wri
   step = int(jax.device_get(state.step))
   variables = {"params": state.params, **state.model_state}
   drawn, out = [], {}
+  data_cfg = eval_data_config(config)
   for split in dict.fromkeys(s for _, _, s in specs):   # each split predicted once, in order of first use
     eval_iter, info = data_pipelines.create_dataset(
-        config.data, split=split, batch_size=sharding.local_batch_size(config.test.batch_size, mesh),
+        data_cfg, split=split, batch_size=sharding.local_batch_size(config.test.batch_size, mesh),
         train=False, seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count())
     draw = _picture_drawer(config, workdir, info, step, drawn) if split == specs[0][2] else None
-    results = predict_dataset(config, variables, method, mesh, eval_iter, on_batch=draw)
+    shapes = {}
+    results = predict_dataset(config, variables, method, mesh, eval_iter, on_batch=draw, shapes=shapes)
+    padding = {"padding": data_cfg.eval_padding, "compilations": len(shapes),
+               "padded_shapes": {f"{h}x{w}": n for (h, w), n in sorted(shapes.items())}}
     if jax.process_index() != 0:
       continue
+    print(f"Predicted {split}: test.padding {data_cfg.eval_padding!r}, {sum(shapes.values())} batches in "
+          f"{len(shapes)} padded shapes = {len(shapes)} predict compilations ({padding['padded_shapes']})", flush=True)
     for entry, kind, s in specs:
       if s == split:
         out[entry] = _run_evaluator(config, workdir, entry, kind, split, results, info, step, writer,
-                                    headline=entry == specs[0][0])
+                                    headline=entry == specs[0][0], padding=padding)
   if jax.process_index() != 0:
     return None
   headline = out[specs[0][0]]

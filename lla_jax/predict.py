@@ -8,8 +8,10 @@ import jax
 import numpy as np
 from PIL import Image
 
+from data_pipelines import registry as datasets
 from data_pipelines import transforms
 from lla_jax import serving, sharding, visualize
+from lla_jax.evaluate import eval_data_config
 from lla_jax.evaluation import odgt
 from lla_jax.image_folder import image_files
 from lla_jax.methods import get_method
@@ -18,9 +20,31 @@ from lla_jax.train_state import restore_train_state
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
+def predict_data_config(config, sizes):
+  """The data config of --mode=predict for images of `sizes` [(h, w)]: the evaluation padding of
+  config.test (`eval_data_config`). Under 'fixed' padding (and for ALFNet, whose anchors want its own
+  padded sizes) every image is padded to one square of the longest resized side (at least
+  data.pad_size), so images of any orientation fit."""
+  data_cfg = eval_data_config(config)
+  with data_cfg.unlocked():
+    if datasets.augment(data_cfg) == "alfnet":
+      data_cfg.eval_padding = "fixed"
+    if data_cfg.eval_padding == "fixed":
+      longest = max([int(config.data.max_size)] + [max(transforms.resized_size(h, w, data_cfg.min_size,
+                                                                               data_cfg.max_size)[:2]) for h, w in sizes])
+      side = transforms.round_up(longest, 32)
+      data_cfg.pad_size = (max(side, config.data.pad_size[0]), max(side, config.data.pad_size[1]))
+  return data_cfg
+
+
 def predict_folder(config, workdir: str, images: str, step=None, score_thresh: float = 0.3, exported=None):
-  """Writes workdir/predictions/<name>.png (boxes with score >= score_thresh) and detections.odgt; with
-  `exported` (a --mode=export artifact) the detections come from it, not from a checkpoint."""
+  """Writes workdir/predictions/<name>.png (boxes with score >= score_thresh) and detections.odgt (one
+  line per image, ID = the file name without extension, boxes in original-image pixels, in file order).
+
+  Each image is resized and padded as --mode=eval does (test.padding: 'divisible' = to its own size
+  rounded up to test.size_divisibility, as the released code tests), batched with images of the same
+  padded shape (one compilation per shape; short batches filled with image_id -1 examples). With `exported` (a
+  --mode=export artifact) the detections come from it, not from a checkpoint (predict_exported)."""
   if not images or not os.path.isdir(images):
     raise FileNotFoundError(f"--mode=predict needs --images=FOLDER of {'/'.join(IMAGE_SUFFIXES)} files; got {images!r}")
   files = image_files(images, IMAGE_SUFFIXES)   # every image decoded once here: a bad file stops before the restore
@@ -35,29 +59,36 @@ def predict_folder(config, workdir: str, images: str, step=None, score_thresh: f
   predict = jax.jit(method.predict)
   out_dir = os.path.join(workdir, "predictions")
   os.makedirs(out_dir, exist_ok=True)
-  data_cfg = config.data.copy_and_resolve_references()
-  # Images of any orientation fit a square of the longest resized side.
-  side = -(-int(config.data.max_size) // 32) * 32
-  data_cfg.unlock().pad_size = (max(side, config.data.pad_size[0]), max(side, config.data.pad_size[1]))
-  batch_size = jax.device_count()
-  lines = []
-  for start in range(0, len(files), batch_size):
-    chunk = files[start:start + batch_size]
-    originals = [np.asarray(Image.open(os.path.join(images, f)).convert("RGB")) for f in chunk]
-    examples = [transforms.preprocess(im, np.zeros((0, 4)), np.zeros((0,)), i, f, data_cfg, flip=False)
-                for i, (im, f) in enumerate(zip(originals, chunk))]
-    examples += [transforms.padding_example(data_cfg)] * (batch_size - len(examples))
+  sizes = []
+  for f in files:
+    with Image.open(os.path.join(images, f)) as im:   # the header only
+      sizes.append((im.height, im.width))
+  data_cfg = predict_data_config(config, sizes)
+  schedule = transforms.eval_schedule([transforms.eval_pad_shape(h, w, data_cfg) for h, w in sizes],
+                                      jax.device_count(), 0, 1)
+  lines = {}
+  for shape, indices in schedule:
+    originals = {i: np.asarray(Image.open(os.path.join(images, files[i])).convert("RGB")) for i in indices
+                 if i is not None}
+    examples = [transforms.padding_example(data_cfg, shape) if i is None else transforms.preprocess(
+        originals[i], np.zeros((0, 4)), np.zeros((0,)), i, files[i], data_cfg, flip=False, pad_size=shape)
+        for i in indices]
     batch = {k: v for k, v in transforms.stack_examples(examples).items() if k not in transforms.EXTRA_KEYS}
     dets = jax.device_get(predict(variables, sharding.shard_batch(batch, mesh)))
-    for row, (name, image) in enumerate(zip(chunk, originals)):
+    for row, i in enumerate(indices):
+      if i is None:
+        continue
+      name, image = os.path.splitext(files[i])[0], originals[i]
       v = np.asarray(dets.valid[row])
       boxes, scores = np.asarray(dets.boxes[row])[v], np.asarray(dets.scores[row])[v]
       keep = scores >= score_thresh
-      visualize.draw_boxes(image, boxes[keep], scores[keep], path=os.path.join(out_dir, os.path.splitext(name)[0] + ".png"))
-      lines.append(odgt.detection_line(os.path.splitext(name)[0], image.shape[1], image.shape[0], boxes, scores,
-                                       rounded=False))
-  odgt.write(os.path.join(out_dir, "detections.odgt"), lines)
-  print(f"Drew detections (score >= {score_thresh}) on {len(files)} images into {out_dir}", flush=True)
+      visualize.draw_boxes(image, boxes[keep], scores[keep], path=os.path.join(out_dir, name + ".png"))
+      lines[i] = odgt.detection_line(name, image.shape[1], image.shape[0], boxes, scores, rounded=False)
+  odgt.write(os.path.join(out_dir, "detections.odgt"), [lines[i] for i in sorted(lines)])
+  shapes = sorted({s for s, _ in schedule})
+  print(f"Drew detections (score >= {score_thresh}) on {len(files)} images into {out_dir}; test.padding "
+        f"{data_cfg.eval_padding!r}: {len(shapes)} padded shapes = {len(shapes)} predict compilations "
+        f"({', '.join(f'{h}x{w}' for h, w in shapes)})", flush=True)
   return out_dir
 
 

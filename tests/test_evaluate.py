@@ -102,14 +102,17 @@ def test_crowdhuman_protocol_files(tmp_path, capsys):
   assert "MR^-2" in capsys.readouterr().out
   # The odgt file holds one line per val image; the metrics are what the evaluator gives on the files.
   dt = crowdhuman.load_odgt(m["detections"])
-  _, info = data_pipelines.create_dataset(c.data, "val", 8, False, 0)
+  _, info = data_pipelines.create_dataset(evaluate.eval_data_config(c), "val", 8, False, 0)
   assert [r["ID"] for r in dt] == [r["ID"] for r in info["records"]]
   assert sum(len(r["dtboxes"]) for r in dt) > 0
   res = crowdhuman.evaluate(crowdhuman.load_odgt(info["gt_odgt"]), dt)
   for key in ("MR", "AP", "Recall", "JI"):
     assert saved[key] == pytest.approx(res[key], abs=1e-12)
-  # The boxes are the predictions of the jitted model, in original pixels (rounded to 0.01).
-  batch = next(iter(data_pipelines.create_dataset(c.data, "val", 8, False, 0)[0]))
+  # The boxes are the predictions of the jitted model on the eval batches (test.padding 'divisible': padded
+  # to the image's size rounded up to 32), in original pixels (rounded to 0.01).
+  assert m["padding"] == "divisible" and m["compilations"] == len(m["padded_shapes"]) == 1
+  batch = next(iter(data_pipelines.create_dataset(evaluate.eval_data_config(c), "val", 8, False, 0)[0]))
+  assert batch["image"].shape[1:3] == tuple(-(-v // 32) * 32 for v in batch["image_size"][0])
   det = jax.device_get(jax.jit(method.predict)({"params": state.params, **state.model_state},
                                                sharding.shard_batch(batch, mesh)))
   v = np.asarray(det.valid[0])

@@ -44,6 +44,9 @@ def config(data_dir):
   c = tiny_config(data_dir, 2)
   c.train.eval_after_train = False
   c.test.score_thresh = 0.0   # two training steps leave every probability near the 0.01 prior
+  # The artifact pads every image to its one input_size; --mode=predict does the same under 'fixed' padding
+  # (its default, 'divisible', pads each image to its own multiple of 32: other GroupNorm statistics).
+  c.test.padding = "fixed"
   return c
 
 

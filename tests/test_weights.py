@@ -10,6 +10,7 @@ import pytest
 from configs import base
 from lla_jax import weights
 from lla_jax.models import detector, mobilenet, resnet
+from tests.cvpods_weights import cvpods_state_dict, tiny_model_cfg
 
 HW = (64, 96)
 
@@ -371,66 +372,7 @@ def test_torchvision_pth(tmp_path):
                                 sd["layer1.1.conv2.weight"].transpose(2, 3, 1, 0))
 
 
-# ------------------------------------------------------------------------------------------- cvpods
-
-
-def tiny_model_cfg(aux="iou"):
-  cfg = base.get_base_config().model
-  cfg.backbone.width = 8
-  cfg.fpn.channels = cfg.head.channels = 16
-  cfg.head.gn_groups = 8
-  cfg.head.aux = aux
-  return cfg
-
-
-def cvpods_state_dict(rng, cfg):
-  """Names and shapes as cvpods writes an FCOS/LLA R-50-FPN model (backbone.bottom_up = detectron2 ResNet)."""
-  sd = {}
-  w, fch, hch = cfg.backbone.width, cfg.fpn.channels, cfg.head.channels
-
-  def conv(name, o, i, k, bias=False):
-    sd[name + ".weight"] = rng.normal(size=(o, i, k, k)).astype(np.float32)
-    if bias:
-      sd[name + ".bias"] = rng.normal(size=o).astype(np.float32)
-
-  def frozen_bn(name, c):
-    for leaf in ("weight", "bias", "running_mean", "running_var"):
-      sd[f"{name}.{leaf}"] = rng.uniform(0.5, 1.5, c).astype(np.float32)
-
-  bu = "backbone.bottom_up."
-  conv(bu + "stem.conv1", w, 3, 7)
-  frozen_bn(bu + "stem.conv1.norm", w)
-  cin = w
-  outs = {}
-  for s, n in zip(range(2, 6), (3, 4, 6, 3)):
-    mid, out = w * 2 ** (s - 2), 4 * w * 2 ** (s - 2)
-    for b in range(n):
-      p = f"{bu}res{s}.{b}."
-      if b == 0:
-        conv(p + "shortcut", out, cin, 1)
-        frozen_bn(p + "shortcut.norm", out)
-      for name, o, i, k in [("conv1", mid, cin if b == 0 else out, 1), ("conv2", mid, mid, 3), ("conv3", out, mid, 1)]:
-        conv(p + name, o, i, k)
-        frozen_bn(p + name + ".norm", o)
-    cin = outs[s] = out
-  for level in (3, 4, 5):
-    conv(f"backbone.fpn_lateral{level}", fch, outs[level], 1, bias=True)
-    conv(f"backbone.fpn_output{level}", fch, fch, 3, bias=True)
-  conv("backbone.top_block.p6", fch, fch, 3, bias=True)
-  conv("backbone.top_block.p7", fch, fch, 3, bias=True)
-  for i in range(cfg.head.num_convs):  # nn.Sequential(conv, GroupNorm, ReLU) x num_convs
-    for sub in ("cls_subnet", "bbox_subnet"):
-      conv(f"head.{sub}.{3 * i}", hch, fch if i == 0 else hch, 3, bias=True)
-      sd[f"head.{sub}.{3 * i + 1}.weight"] = rng.uniform(0.5, 1.5, hch).astype(np.float32)
-      sd[f"head.{sub}.{3 * i + 1}.bias"] = rng.normal(size=hch).astype(np.float32)
-  conv("head.cls_score", cfg.num_classes, hch, 3, bias=True)
-  conv("head.bbox_pred", 4, hch, 3, bias=True)
-  conv("head.ious_pred" if cfg.head.aux == "iou" else "head.centerness", 1, hch, 3, bias=True)
-  for level in range(5):
-    sd[f"head.scales.{level}.scale"] = rng.uniform(0.5, 1.5, 1).astype(np.float32)
-  return sd
-
-
+# ------------------------------------- cvpods (the state dict written by tests/cvpods_weights.py)
 def _detector_params(cfg):
   return _zeros(_shapes(detector.build_detector(cfg), (1, 64, 64, 3))["params"])
 
@@ -445,8 +387,6 @@ def test_pth_without_torch_is_a_clear_error(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ dispatch
-
-
 def test_load_pretrained_backbone_and_checks(tmp_path):
   cfg = tiny_model_cfg()
   cfg.backbone.width = 16
