@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from lla_jax import convert, weights
-from tests.test_weights import tiny_model_cfg, cvpods_state_dict, _detector_params, tiny_lla_config
+from tests.cvpods_weights import cvpods_state_dict, tiny_model_cfg
+from tests.test_weights import _detector_params, tiny_lla_config
 
 
 @pytest.mark.parametrize("aux", ["iou", "centerness"])
