@@ -38,7 +38,7 @@ def _cases(tmp):
                                  "--config.train.steps=VALUE"]),
       "unknown flag": ([f"--config={QUICK}", "--worksdir=x", *w],
                        ["Unknown command line flag 'worksdir'", "Did you mean: workdir"]),
-      "unknown mode": ([f"--config={QUICK}", "--mode=fit", *w], ["--mode=fit", "one of <train|eval|predict|convert>"]),
+      "unknown mode": ([f"--config={QUICK}", "--mode=fit", *w], ["--mode=fit", "one of <train|eval|predict|convert|export>"]),
       "missing --workdir": ([f"--config={QUICK}"], ["--workdir"]),
   }
 
