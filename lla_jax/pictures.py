@@ -3,10 +3,11 @@
   match_image(gt_record, dt_record)          one image under the evaluator's matching (TP / FP / ignored / missed)
   operating_point(result, fppi=0.1)          the score at FPPI 0.1 on the evaluation's curve (default threshold)
   resolve_threshold(draw_score_thresh, result)  config value (None = the operating point) -> Threshold
+  predict_threshold(draw_score_thresh, workdir)  --mode=predict: the config value, else the last evaluation's
   draw_match(image, match, threshold)        TP / FP / missed / ignore regions, scores, upscaled, caption, legend
   draw_predictions(image, boxes, scores, threshold, image_id)   --mode=predict: no GT, detections above threshold
   draw_assignment(image, points, strides, matched_gt, gt_boxes, gt_classes, gt_valid, title)  comparison tool
-  contact_sheet(pictures, curve, title)      the pictures and the MR-FPPI curve in one grid
+  contact_sheet(pictures, curve, title)      the pictures and the MR-FPPI curve in one grid (sheet_title: its title)
   evaluation_pictures(images, gt_records, dt_records, result, out_dir, step, ...)  all of it for one evaluation
   tensorboard_images(summary_writer, step, images)   uint8 HWC arrays to TensorBoard (tensorboardX add_image)
 
@@ -19,13 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import math
 import os
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from lla_jax.evaluation import crowdhuman, image_score_order
+from lla_jax.evaluation import crowdhuman, image_score_order, plots
 
 # Okabe & Ito, "Color Universal Design" (2008).
 BLUE, VERMILLION, YELLOW = (0, 114, 178), (213, 94, 0), (240, 228, 66)
@@ -40,6 +42,7 @@ PERSON_COLOURS = (ORANGE, SKY_BLUE, BLUISH_GREEN, YELLOW, BLUE, VERMILLION, PURP
 MIN_LONG_SIDE = 800          # small images are upscaled (nearest, integer factor) to at least this long side
 DEFAULT_FPPI = 0.1           # the operating point the default threshold is read at
 DEFAULT_SCORE_THRESH = 0.3   # when the evaluation has no curve (no detection at all) and for predict without eval
+TENSORBOARD_LONG_SIDE = 2048  # the contact sheet sent to TensorBoard is shrunk to this long side
 
 
 # ------------------------------------------------------------------------------------------------ matching
@@ -65,16 +68,20 @@ class ImageMatch:
 
   def at(self, thresh: float) -> dict:
     """Masks and counts of the detections with score >= thresh: {"tp", "fp", "ignored" (N,) bool, "missed" (P,)
-    bool (positives no TP above thresh took), "counts": {TP, FP, missed, ignored}}. The evaluator matches in score
-    order, so the decisions above a threshold do not depend on the detections below it."""
+    bool (positives no TP above thresh took), "found_at" (P,) the score of the TP that takes each person in the
+    whole list (NaN: none does), "counts": {TP, FP, missed, ignored}}. The evaluator matches in score order, so
+    the decisions above a threshold do not depend on the detections below it, and a missed person is found once
+    the threshold drops to its found_at."""
     shown = self.scores >= thresh
     tp = shown & self.tp
     ignored = shown & self.ignored
     fp = shown & ~self.tp & ~self.ignored
     missed = np.ones(len(self.gt_boxes), bool)
     missed[self.matched_gt[tp]] = False
+    found_at = np.full(len(self.gt_boxes), np.nan)
+    found_at[self.matched_gt[self.tp]] = self.scores[self.tp]
     counts = {"TP": int(tp.sum()), "FP": int(fp.sum()), "missed": int(missed.sum()), "ignored": int(ignored.sum())}
-    return {"tp": tp, "fp": fp, "ignored": ignored, "missed": missed, "counts": counts}
+    return {"tp": tp, "fp": fp, "ignored": ignored, "missed": missed, "found_at": found_at, "counts": counts}
 
 
 def match_image(gt_record: dict, dt_record: dict | None = None, width=None, height=None) -> ImageMatch:
@@ -122,9 +129,12 @@ def match_image(gt_record: dict, dt_record: dict | None = None, width=None, heig
 
 @dataclasses.dataclass(frozen=True)
 class Threshold:
-  """The score threshold of the pictures and how it was chosen (said in the caption)."""
+  """The score threshold of the pictures, how it was chosen (said in the caption) and, when an evaluation curve
+  is known, its point there: FPPI and miss rate of all detections with score >= score."""
   score: float
   note: str
+  fppi: float | None = None
+  miss: float | None = None
 
 
 def _curve_at(curve, score):
@@ -154,12 +164,29 @@ def resolve_threshold(draw_score_thresh=None, result: dict | None = None, fppi: 
     score = float(draw_score_thresh)
     at = _curve_at(result["curve"], score) if result is not None else None
     stats = f" ({where.strip()}: FPPI {at[0]:.2f}, miss rate {100 * at[1]:.1f}%)" if at else ""
-    return Threshold(score, f"score >= {score:.2f}: test.draw_score_thresh{stats}")
+    return Threshold(score, f"score >= {score:.2f}: test.draw_score_thresh{stats}", *(at or (None, None)))
   point = operating_point(result, fppi) if result is not None else None
   if point is None:
     return Threshold(DEFAULT_SCORE_THRESH, f"score >= {DEFAULT_SCORE_THRESH:.2f} (no evaluation curve to choose from)")
   return Threshold(point["score"], f"score >= {point['score']:.2f}: operating point at FPPI {fppi:g}{where} "
-                                   f"(FPPI {point['fppi']:.2f}, miss rate {100 * point['miss']:.1f}%)")
+                                   f"(FPPI {point['fppi']:.2f}, miss rate {100 * point['miss']:.1f}%)",
+                   point["fppi"], point["miss"])
+
+
+def predict_threshold(draw_score_thresh=None, workdir: str | None = None) -> Threshold:
+  """--mode=predict's threshold: config.test.draw_score_thresh, else the one the last evaluation drew with
+  (workdir/eval_metrics.json "pictures": {"threshold", "threshold_note"}, written by evaluate), else
+  DEFAULT_SCORE_THRESH."""
+  if draw_score_thresh is not None:
+    return Threshold(float(draw_score_thresh), f"score >= {float(draw_score_thresh):.2f}: test.draw_score_thresh")
+  path = os.path.join(workdir, "eval_metrics.json") if workdir else None
+  if path and os.path.exists(path):
+    with open(path) as f:
+      drawn = (json.load(f) or {}).get("pictures") or {}
+    if drawn.get("threshold") is not None:
+      return Threshold(float(drawn["threshold"]), f"{drawn.get('threshold_note', '')} (from {path})".strip())
+  return Threshold(DEFAULT_SCORE_THRESH, f"score >= {DEFAULT_SCORE_THRESH:.2f} (default: no evaluation in the "
+                                         "workdir to read the FPPI 0.1 operating point from)")
 
 
 # ------------------------------------------------------------------------------------------------ drawing
@@ -170,6 +197,12 @@ def font(size: int):
     return ImageFont.load_default(size=size)
   except TypeError:
     return ImageFont.load_default()
+
+
+def line_height(fnt) -> int:
+  """Pixel height of a line of text in `fnt` (ascender to descender), without spacing."""
+  _, top, _, bottom = fnt.getbbox("Ag")
+  return bottom - top
 
 
 def upscale_factor(height: int, width: int, min_long_side: int = MIN_LONG_SIDE) -> int:
@@ -262,8 +295,8 @@ def with_caption(image, lines, legend, fnt):
   kind in {"box", "dashed", "shade", "thin", "dot"}. Returns a new RGB image of the same width."""
   width = image.width
   probe = ImageDraw.Draw(image)
-  _, t, _, b = probe.textbbox((0, 0), "Ag", font=fnt)
-  line_h = (b - t) + 8
+  t = fnt.getbbox("Ag")[1]
+  line_h = line_height(fnt) + 8
   pad = 8
   text_lines = [w for line in lines for w in _wrap(line, probe, fnt, width - 2 * pad)]
   items, x, rows = [], pad, 1
@@ -291,7 +324,9 @@ def with_caption(image, lines, legend, fnt):
 def _swatch(d, kind, colour, x, y, w, h):
   """A legend symbol of kind box / dashed / shade / thin / dot in a w x h cell at (x, y)."""
   if kind == "shade":
-    d.rectangle([x, y, x + w, y + h], fill=tuple(int(0.47 * c + 0.53 * 32) for c in WHITE), outline=GREY)
+    a = IGNORE_SHADE[3] / 255   # the shade over the caption background
+    fill = tuple(round(a * s + (1 - a) * b) for s, b in zip(IGNORE_SHADE[:3], CAPTION_BACKGROUND))
+    d.rectangle([x, y, x + w, y + h], fill=fill, outline=GREY)
   elif kind == "dot":
     r = h // 2
     d.ellipse([x + w // 2 - r, y, x + w // 2 + r, y + h], fill=colour, outline=BLACK)
@@ -304,7 +339,7 @@ def _swatch(d, kind, colour, x, y, w, h):
 
 
 MATCH_LEGEND = (("box", TP_COLOUR, "true positive"), ("box", FP_COLOUR, "false positive"),
-                ("dashed", MISSED_COLOUR, "missed person"), ("shade", None, "ignore region"),
+                ("dashed", MISSED_COLOUR, "missed person (tag: the lower score that finds it)"), ("shade", None, "ignore region"),
                 ("thin", IGNORED_DT_COLOUR, "detection in ignore region (not counted)"))
 
 
@@ -327,12 +362,14 @@ def draw_match(image, match: ImageMatch, threshold: Threshold, title: str = "",
   for mask, colour, width in groups:
     for i in order[mask[order]]:
       c.box(match.boxes[i], colour, width)
+  for g in np.flatnonzero(at["missed"] & ~np.isnan(at["found_at"])):
+    c.label(match.gt_boxes[g], f"{at['found_at'][g]:.2f}", MISSED_COLOUR)
   for mask, colour, _ in groups:
     for i in order[mask[order]]:
       c.label(match.boxes[i], f"{match.scores[i]:.2f}", colour)
   n = at["counts"]
   head = f"{match.image_id}{'  ' + title if title else ''}"
-  lines = [f"{head} | TP {n['TP']}  FP {n['FP']}  missed {n['missed']} of {len(match.gt_boxes)}  "
+  lines = [f"{head} | TP {n['TP']}, FP {n['FP']}, missed {n['missed']} of {len(match.gt_boxes)}, "
            f"ignored {n['ignored']} | {threshold.note}"]
   return c.finish(lines, MATCH_LEGEND)
 
@@ -410,7 +447,7 @@ def grid(tiles, columns: int, background=WHITE, gap: int = 8) -> Image.Image:
 def _as_image(picture):
   if isinstance(picture, Image.Image):
     return picture.convert("RGB")
-  if isinstance(picture, (str, os.PathLike)):
+  if isinstance(picture, (str, os.PathLike, io.IOBase)):
     with Image.open(picture) as im:
       return im.convert("RGB")
   return Image.fromarray(np.asarray(picture, np.uint8)).convert("RGB")
@@ -434,7 +471,7 @@ def contact_sheet(pictures, curve=None, title: str = "", note: str = "", columns
       y = curve.height + 8
       for line in _wrap(note, d, fnt, cw - 16):
         d.text((8, y), line, fill=BLACK, font=fnt)
-        y += round(fnt.size * 1.3) if hasattr(fnt, "size") else 14
+        y += line_height(fnt) + 8
     tiles.append(tile)
   if not tiles:
     raise ValueError("contact_sheet: no pictures and no curve")
@@ -443,12 +480,36 @@ def contact_sheet(pictures, curve=None, title: str = "", note: str = "", columns
   if not title:
     return body
   fnt = font(max(14, round(body.width / 90)))
-  head = max(28, round(fnt.size * 1.8) if hasattr(fnt, "size") else 28)
+  head = 2 * line_height(fnt)
   out = Image.new("RGB", (body.width, body.height + head), WHITE)
-  ImageDraw.Draw(out).text((8, (head - (fnt.size if hasattr(fnt, "size") else 11)) // 2), title, fill=BLACK,
-                           font=fnt)
+  top = fnt.getbbox("Ag")[1]
+  ImageDraw.Draw(out).text((8, (head - line_height(fnt)) // 2 - top), title, fill=BLACK, font=fnt)
   out.paste(body, (0, head))
   return out
+
+
+def curve_figure(result: dict, threshold: Threshold | None = None, title: str = "") -> Image.Image:
+  """The MR-FPPI figure of a crowdhuman.evaluate result (plots.plot_mr_fppi), with the pictures' threshold marked
+  as a vertical line up to its point on the curve. Returns an RGB PIL image."""
+  curve = result["curve"]
+  curves = {"CrowdHuman protocol": (curve["fppi"], curve["miss"], result["MR"])}
+  if threshold is not None and threshold.fppi is not None:
+    x = max(threshold.fppi, plots.FPPI_RANGE[0])
+    curves[f"pictures: score >= {threshold.score:.2f}"] = (np.array([x, x]), np.array([0.0, threshold.miss]))
+  buf = io.BytesIO()
+  plots.plot_mr_fppi(curves, buf, title=title)
+  buf.seek(0)
+  return _as_image(buf)
+
+
+def sheet_title(prefix: str, metrics: dict, shown: int) -> str:
+  """'prefix: MR^-2 58.88%  AP50 77.45%  Recall 93.14%  JI 57.73% | first 8 of 100 images' from an evaluation's
+  metrics dict (fractions; None / absent ones left out; num_images)."""
+  names = (("MR", "MR^-2"), ("AP", "AP50"), ("Recall", "Recall"), ("JI", "JI"))
+  values = "  ".join(f"{name} {100 * metrics[k]:.2f}%" for k, name in names
+                     if metrics.get(k) is not None and not math.isnan(metrics[k]))
+  count = f"first {shown} of {metrics['num_images']} images" if "num_images" in metrics else f"{shown} images"
+  return f"{prefix}: {values} | {count}" if values else f"{prefix} | {count}"
 
 
 def save_png(image: Image.Image, path: str, max_bytes=None) -> str:
@@ -459,13 +520,25 @@ def save_png(image: Image.Image, path: str, max_bytes=None) -> str:
   image.save(buf, format="PNG", optimize=True)
   if max_bytes is not None and buf.tell() > max_bytes:
     buf = io.BytesIO()
-    image.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(buf, format="PNG",
-                                                                                       optimize=True)
+    _palette_image(image.convert("RGB")).save(buf, format="PNG", optimize=True)
   tmp = path + ".tmp"
   with open(tmp, "wb") as f:
     f.write(buf.getvalue())
   os.replace(tmp, path)
   return path
+
+
+_EXACT_COLOURS = (TP_COLOUR, FP_COLOUR, MISSED_COLOUR, IGNORED_DT_COLOUR, PREDICTION_COLOUR, CAPTION_BACKGROUND, BLACK,
+                  WHITE) + PERSON_COLOURS
+
+
+def _palette_image(image):
+  """image (RGB) with 256 colours: the drawing colours exactly, the rest a median-cut palette of the image."""
+  exact = list(dict.fromkeys(_EXACT_COLOURS))
+  rest = image.quantize(256 - len(exact), method=Image.Quantize.MEDIANCUT).getpalette()[:3 * (256 - len(exact))]
+  palette = Image.new("P", (1, 1))
+  palette.putpalette([v for c in exact for v in c] + rest)
+  return image.quantize(palette=palette, dither=Image.Dither.NONE)
 
 
 def evaluation_pictures(images: dict, gt_records, dt_records, result, out_dir: str, step: int,
@@ -477,8 +550,10 @@ def evaluation_pictures(images: dict, gt_records, dt_records, result, out_dir: s
   gt_records / dt_records: the odgt records crowdhuman.evaluate read (dt_records with the scores as written, so
   the pictures match the metrics); result: its dict (None: no CrowdHuman GT, then the pictures show detections
   only, gt_records may be None); draw_score_thresh: config.test.draw_score_thresh (None = the score at FPPI
-  `fppi`); curve: the MR-FPPI figure's path. Returns {"pictures": [paths], "sheet": path, "sheet_image": (H, W, 3)
-  uint8 for TensorBoard, "threshold": score, "threshold_note": str}.
+  `fppi`); curve: a figure for the sheet (path / PIL / array; e.g. the CityPersons mr_fppi_step{N}.png), None =
+  the CrowdHuman curve of `result` with the threshold marked (curve_figure). Returns {"pictures": [paths], "sheet": path, "sheet_image": (H, W, 3)
+  uint8 for TensorBoard (the sheet, long side at most TENSORBOARD_LONG_SIDE), "threshold": score,
+  "threshold_note": str}.
   """
   threshold = resolve_threshold(draw_score_thresh, result, fppi, split)
   gt_by_id = {r["ID"]: r for r in gt_records or []}
@@ -499,9 +574,14 @@ def evaluation_pictures(images: dict, gt_records, dt_records, result, out_dir: s
                                  title=f"step {step}")
     paths.append(save_png(picture, os.path.join(out_dir, f"{image_id}_step{step}.png")))
     pictures.append(picture)
+  if curve is None and result is not None:
+    curve = curve_figure(result, threshold, title=f"{split + ', ' if split else ''}step {step}")
   note = f"Pictures: {threshold.note}."
   sheet = contact_sheet(pictures, curve, title=title, note=note)
   sheet_path = save_png(sheet, os.path.join(out_dir, f"sheet_step{step}.png"))
+  shrink = min(1.0, TENSORBOARD_LONG_SIDE / max(sheet.size))
+  if shrink < 1:
+    sheet = sheet.resize((round(sheet.width * shrink), round(sheet.height * shrink)), Image.LANCZOS)
   return {"pictures": paths, "sheet": sheet_path, "sheet_image": np.asarray(sheet), "threshold": threshold.score,
           "threshold_note": threshold.note}
 

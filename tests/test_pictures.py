@@ -1,5 +1,6 @@
 """Pictures: the per-image matching against the CrowdHuman evaluator (its hand-worked two-image example, its
 totals, the plain per-image re-statement) and the drawing, checked pixel by pixel on tiny known cases."""
+import json
 import os
 
 import numpy as np
@@ -110,6 +111,16 @@ def test_operating_point_and_threshold():
   assert pictures.resolve_threshold(None, None).score == pictures.DEFAULT_SCORE_THRESH
 
 
+def test_predict_threshold(tmp_path):
+  assert pictures.predict_threshold(0.6, str(tmp_path)).score == 0.6
+  default = pictures.predict_threshold(None, str(tmp_path))
+  assert default.score == pictures.DEFAULT_SCORE_THRESH and "no evaluation" in default.note
+  with open(tmp_path / "eval_metrics.json", "w") as f:
+    json.dump({"MR": 0.5, "pictures": {"threshold": 0.43, "threshold_note": "score >= 0.43: operating point"}}, f)
+  t = pictures.predict_threshold(None, str(tmp_path))
+  assert t.score == 0.43 and t.note.startswith("score >= 0.43: operating point")
+
+
 # ------------------------------------------------------------------------------------------------ drawing
 
 def tiny_case():
@@ -218,6 +229,12 @@ def test_contact_sheet_grid(tmp_path):
     pictures.contact_sheet([])
 
 
+def test_sheet_title():
+  m = {"MR": 0.5888, "AP": 0.7745, "Recall": None, "JI": float("nan"), "num_images": 100}
+  assert pictures.sheet_title("qs val, step 5", m, 8) == "qs val, step 5: MR^-2 58.88%  AP50 77.45% | first 8 of 100 images"
+  assert pictures.sheet_title("x", {}, 2) == "x | 2 images"
+
+
 def test_evaluation_pictures(tmp_path):
   gt, dt = example_a9()
   result = crowdhuman.evaluate(gt, dt, compute_ji=False)
@@ -268,3 +285,13 @@ def test_save_png_palette_when_too_big(tmp_path):
   path = pictures.save_png(image, str(tmp_path / "x.png"), max_bytes=50_000)
   with Image.open(path) as im:
     assert im.mode == "P" and im.size == (200, 200)
+  # The drawing colours survive the palette exactly.
+  gt, dt = tiny_case()
+  picture = pictures.draw_match(np.asarray(image.resize((50, 40))), pictures.match_image(gt, dt),
+                                pictures.Threshold(0.5, "score >= 0.50"))
+  path = pictures.save_png(picture, str(tmp_path / "y.png"), max_bytes=1000)
+  with Image.open(path) as im:
+    assert im.mode == "P"
+    f = pictures.upscale_factor(40, 50)
+    assert pixel(im.convert("RGB"), 30 * f + 1, 20 * f) == pictures.FP_COLOUR
+    assert pixel(im.convert("RGB"), 2 * f + 1, 20 * f) == pictures.TP_COLOUR
