@@ -339,8 +339,8 @@ def _swatch(d, kind, colour, x, y, w, h):
 
 
 MATCH_LEGEND = (("box", TP_COLOUR, "true positive"), ("box", FP_COLOUR, "false positive"),
-                ("dashed", MISSED_COLOUR, "missed person (tag: the lower score that finds it)"), ("shade", None, "ignore region"),
-                ("thin", IGNORED_DT_COLOUR, "detection in ignore region (not counted)"))
+                ("dashed", MISSED_COLOUR, "missed person (tag: the lower score that finds it)"),
+                ("shade", None, "ignore region"), ("thin", IGNORED_DT_COLOUR, "detection in ignore region (not counted)"))
 
 
 def draw_match(image, match: ImageMatch, threshold: Threshold, title: str = "",
@@ -421,14 +421,16 @@ def draw_assignment(image, points, strides, matched_gt, gt_boxes, gt_classes, gt
     r = _dot_radius(strides[a], c.factor)
     c.draw.ellipse([x - r, y - r, x + r, y + r], fill=colour[matched_gt[a]], outline=BLACK)
   n_ignored = sum(int(gt_classes[matched_gt[a]] < 0) for a in shown)
+  levels = ", ".join(str(int(s)) for s in sorted(set(strides.tolist())))
   lines = [f"{title + ' | ' if title else ''}{len(shown)} positive points on {len(people)} persons "
-           f"({n_ignored} on ignore regions) | dot size: FPN stride {', '.join(str(int(s)) for s in sorted(set(strides.tolist())))}"]
+           f"({n_ignored} on ignore regions) | dot size: FPN stride {levels}"]
   legend = (("dot", ORANGE, "positive point, coloured as its person (line to its box centre)"),
             ("box", ORANGE, "person box"), ("shade", None, "ignore region"), ("dot", GREY, "point on an ignore region"))
   return c.finish(lines, legend)
 
 
 def _dot_radius(stride, factor):
+  """Dot radius in canvas pixels: 1 source pixel at stride 8, +0.75 per coarser level (at least 2 canvas px)."""
   return (1.0 + 0.75 * max(math.log2(float(stride)) - 3, 0)) * max(factor, 2)
 
 
@@ -551,9 +553,9 @@ def evaluation_pictures(images: dict, gt_records, dt_records, result, out_dir: s
   the pictures match the metrics); result: its dict (None: no CrowdHuman GT, then the pictures show detections
   only, gt_records may be None); draw_score_thresh: config.test.draw_score_thresh (None = the score at FPPI
   `fppi`); curve: a figure for the sheet (path / PIL / array; e.g. the CityPersons mr_fppi_step{N}.png), None =
-  the CrowdHuman curve of `result` with the threshold marked (curve_figure). Returns {"pictures": [paths], "sheet": path, "sheet_image": (H, W, 3)
-  uint8 for TensorBoard (the sheet, long side at most TENSORBOARD_LONG_SIDE), "threshold": score,
-  "threshold_note": str}.
+  the CrowdHuman curve of `result` with the threshold marked (curve_figure); title: the sheet's (sheet_title).
+  Returns {"pictures": [paths], "sheet": path, "sheet_image": (H, W, 3) uint8 for TensorBoard (the sheet, long
+  side at most TENSORBOARD_LONG_SIDE), "threshold": score, "threshold_note": str}.
   """
   threshold = resolve_threshold(draw_score_thresh, result, fppi, split)
   gt_by_id = {r["ID"]: r for r in gt_records or []}
@@ -565,13 +567,14 @@ def evaluation_pictures(images: dict, gt_records, dt_records, result, out_dir: s
       h, w = np.asarray(image).shape[:2]
       match = match_image(gt_by_id[image_id], dt, width=w, height=h)
       picture = draw_match(image, match, threshold, title=f"step {step}")
-    else:
+    else:   # no GT: the detections only, scaled from the record's size to the image's
       image = np.asarray(image)
-      boxes = np.asarray([b["box"] for b in dt["dtboxes"]], np.float64).reshape(-1, 4)
+      dets = dt["dtboxes"] if dt else []
+      boxes = np.asarray([b["box"] for b in dets], np.float64).reshape(-1, 4)
       boxes[:, 2:] += boxes[:, :2]
-      boxes *= np.array([image.shape[1] / dt["width"], image.shape[0] / dt["height"]] * 2)
-      picture = draw_predictions(image, boxes, [b["score"] for b in dt["dtboxes"]], threshold, image_id,
-                                 title=f"step {step}")
+      if dt:
+        boxes *= np.array([image.shape[1] / dt["width"], image.shape[0] / dt["height"]] * 2)
+      picture = draw_predictions(image, boxes, [b["score"] for b in dets], threshold, image_id, title=f"step {step}")
     paths.append(save_png(picture, os.path.join(out_dir, f"{image_id}_step{step}.png")))
     pictures.append(picture)
   if curve is None and result is not None:

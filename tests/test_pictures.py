@@ -32,6 +32,7 @@ def test_match_image_worked_example():
   np.testing.assert_array_equal(b.matched_gt, [-1, 0, 1])
   np.testing.assert_array_equal(b.gt_boxes[1], [90, 10, 100, 50])    # clipped as evaluated
   assert b.at(0.45)["counts"] == {"TP": 1, "FP": 1, "missed": 1, "ignored": 0}
+  np.testing.assert_array_equal(b.at(0.45)["found_at"], [0.5, 0.4])   # P4 would be found at 0.4
   assert b.at(0.5)["counts"]["TP"] == 1       # a score equal to the threshold is drawn
   # No detection record: every person is missed, the size comes from the caller.
   c = pictures.match_image(gt[1], None, width=100, height=100)
@@ -231,7 +232,8 @@ def test_contact_sheet_grid(tmp_path):
 
 def test_sheet_title():
   m = {"MR": 0.5888, "AP": 0.7745, "Recall": None, "JI": float("nan"), "num_images": 100}
-  assert pictures.sheet_title("qs val, step 5", m, 8) == "qs val, step 5: MR^-2 58.88%  AP50 77.45% | first 8 of 100 images"
+  expected = "qs val, step 5: MR^-2 58.88%  AP50 77.45% | first 8 of 100 images"
+  assert pictures.sheet_title("qs val, step 5", m, 8) == expected
   assert pictures.sheet_title("x", {}, 2) == "x | 2 images"
 
 
@@ -249,12 +251,22 @@ def test_evaluation_pictures(tmp_path):
   with Image.open(out["sheet"]) as im:
     assert im.size == (out["sheet_image"].shape[1], out["sheet_image"].shape[0])
   assert out["sheet_image"].dtype == np.uint8 and out["sheet_image"].shape[2] == 3
+  # Image b: P3 and P4 are missed at 0.85 (dashed), each tagged with the score that finds it lower down.
+  with Image.open(out["pictures"][1]) as im:
+    f = pictures.upscale_factor(100, 100)
+    assert pixel(im, 10 * f + 1, 30 * f) == pictures.MISSED_COLOUR
+    tag = np.asarray(im)[10 * f - 12:10 * f - 2, 10 * f:10 * f + 30]
+    assert (tag == pictures.MISSED_COLOUR).all(axis=2).any() and (tag == pictures.BLACK).all(axis=2).any()
   # Image a at half resolution: the TP d1 (10, 10, 20, 40) lands at 16 x its original pixels.
   with Image.open(out["pictures"][0]) as im:
     assert pixel(im, 10 * 8 + 1, 30 * 8) == pictures.TP_COLOUR
   # Without CrowdHuman GT: detections only.
+  images["c"] = np.full((30, 30, 3), BACKGROUND, np.uint8)     # no detection record
   out = pictures.evaluation_pictures(images, None, dt, None, str(tmp_path / "plain"), 7, draw_score_thresh=0.5)
-  assert out["threshold"] == 0.5 and len(out["pictures"]) == 2
+  assert out["threshold"] == 0.5 and len(out["pictures"]) == 3
+  with Image.open(out["pictures"][0]) as im:   # a's d1 (0.9) at 16 x; d4 (0.6, FP elsewhere) drawn too
+    assert pixel(im, 10 * 8 + 1, 30 * 8) == pictures.PREDICTION_COLOUR
+    assert pixel(im, 80 * 8 + 1, 15 * 8) == pictures.PREDICTION_COLOUR
 
 
 def test_tensorboard_images(tmp_path):
