@@ -137,6 +137,12 @@ class Threshold:
   miss: float | None = None
 
 
+def score_text(score) -> str:
+  """A score as the pictures print it: 2 decimals, 2 significant digits below 0.01 (an untrained head's)."""
+  score = float(score)
+  return f"{score:.2f}" if score >= 0.01 or score == 0 else f"{score:.2g}"
+
+
 def _curve_at(curve, score):
   """(fppi, miss) of the curve after every entry with score >= `score`, or None above the first entry."""
   k = int(np.searchsorted(-np.asarray(curve["score"]), -score, side="right")) - 1
@@ -164,11 +170,11 @@ def resolve_threshold(draw_score_thresh=None, result: dict | None = None, fppi: 
     score = float(draw_score_thresh)
     at = _curve_at(result["curve"], score) if result is not None else None
     stats = f" ({where.strip()}: FPPI {at[0]:.2f}, miss rate {100 * at[1]:.1f}%)" if at else ""
-    return Threshold(score, f"score >= {score:.2f}: test.draw_score_thresh{stats}", *(at or (None, None)))
+    return Threshold(score, f"score >= {score_text(score)}: test.draw_score_thresh{stats}", *(at or (None, None)))
   point = operating_point(result, fppi) if result is not None else None
   if point is None:
     return Threshold(DEFAULT_SCORE_THRESH, f"score >= {DEFAULT_SCORE_THRESH:.2f} (no evaluation curve to choose from)")
-  return Threshold(point["score"], f"score >= {point['score']:.2f}: operating point at FPPI {fppi:g}{where} "
+  return Threshold(point["score"], f"score >= {score_text(point['score'])}: operating point at FPPI {fppi:g}{where} "
                                    f"(FPPI {point['fppi']:.2f}, miss rate {100 * point['miss']:.1f}%)",
                    point["fppi"], point["miss"])
 
@@ -178,7 +184,7 @@ def predict_threshold(draw_score_thresh=None, workdir: str | None = None) -> Thr
   (workdir/eval_metrics.json "pictures": {"threshold", "threshold_note"}, written by evaluate), else
   DEFAULT_SCORE_THRESH."""
   if draw_score_thresh is not None:
-    return Threshold(float(draw_score_thresh), f"score >= {float(draw_score_thresh):.2f}: test.draw_score_thresh")
+    return Threshold(float(draw_score_thresh), f"score >= {score_text(draw_score_thresh)}: test.draw_score_thresh")
   path = os.path.join(workdir, "eval_metrics.json") if workdir else None
   if path and os.path.exists(path):
     with open(path) as f:
@@ -254,26 +260,21 @@ class Canvas:
     """Text in a box-coloured tag just above the box's top-left corner (inside when at the top border)."""
     x0, y0, _, _ = self.xyxy(box)
     l, t, r, b = self.draw.textbbox((0, 0), text, font=self.font)
-    pad = 2
-    th = b - t + 2 * pad
+    pad, th = 2, b - t + 4
     ty = y0 - th if y0 - th >= 0 else y0
     self.draw.rectangle([x0, ty, x0 + r - l + 2 * pad, ty + th], fill=colour, outline=BLACK)
     ink = BLACK if sum(colour) > 380 else WHITE
     self.draw.text((x0 + pad - l, ty + pad - t), text, fill=ink, font=self.font)
 
   def finish(self, lines, legend):
-    """The canvas with a caption band below: text lines (wrapped at ' | ') and the legend -> RGB PIL image."""
-    return with_caption(self.image.convert("RGB"), lines, legend, self.font)
+    return with_caption(self.image.convert("RGB"), lines, legend, self.font)   # see with_caption
 
 
 def _dashes(x0, y0, x1, y1, dash):
   """An axis-aligned band split into dashes of length `dash` with gaps of dash / 2 (0 = one piece)."""
   horizontal = (x1 - x0) >= (y1 - y0)
   start, end = (x0, x1) if horizontal else (y0, y1)
-  if dash <= 0:
-    pieces = [(start, end)]
-  else:
-    pieces = [(s, min(s + dash, end)) for s in np.arange(start, end, 1.5 * dash)]
+  pieces = [(s, min(s + dash, end)) for s in np.arange(start, end, 1.5 * dash)] if dash > 0 else [(start, end)]
   return [(a, b, y0, y1) if horizontal else (x0, x1, a, b) for a, b in pieces]
 
 
@@ -334,13 +335,13 @@ def _swatch(d, kind, colour, x, y, w, h):
     for s in range(x, x + w, 9):
       d.rectangle([s, y + h // 2 - 2, min(s + 5, x + w), y + h // 2 + 2], fill=colour)
   else:
-    lw = 1 if kind == "thin" else 3
-    d.rectangle([x, y, x + w, y + h], outline=colour, width=lw)
+    d.rectangle([x, y, x + w, y + h], outline=colour, width=1 if kind == "thin" else 3)
 
 
 MATCH_LEGEND = (("box", TP_COLOUR, "true positive"), ("box", FP_COLOUR, "false positive"),
                 ("dashed", MISSED_COLOUR, "missed person (tag: the lower score that finds it)"),
-                ("shade", None, "ignore region"), ("thin", IGNORED_DT_COLOUR, "detection in ignore region (not counted)"))
+                ("shade", None, "ignore region"),
+                ("thin", IGNORED_DT_COLOUR, "detection in ignore region (not counted)"))
 
 
 def draw_match(image, match: ImageMatch, threshold: Threshold, title: str = "",
@@ -363,10 +364,10 @@ def draw_match(image, match: ImageMatch, threshold: Threshold, title: str = "",
     for i in order[mask[order]]:
       c.box(match.boxes[i], colour, width)
   for g in np.flatnonzero(at["missed"] & ~np.isnan(at["found_at"])):
-    c.label(match.gt_boxes[g], f"{at['found_at'][g]:.2f}", MISSED_COLOUR)
+    c.label(match.gt_boxes[g], score_text(at['found_at'][g]), MISSED_COLOUR)
   for mask, colour, _ in groups:
     for i in order[mask[order]]:
-      c.label(match.boxes[i], f"{match.scores[i]:.2f}", colour)
+      c.label(match.boxes[i], score_text(match.scores[i]), colour)
   n = at["counts"]
   head = f"{match.image_id}{'  ' + title if title else ''}"
   lines = [f"{head} | TP {n['TP']}, FP {n['FP']}, missed {n['missed']} of {len(match.gt_boxes)}, "
@@ -385,7 +386,7 @@ def draw_predictions(image, boxes, scores, threshold: Threshold, image_id: str, 
   for i in keep:
     c.box(boxes[i], PREDICTION_COLOUR)
   for i in keep:
-    c.label(boxes[i], f"{scores[i]:.2f}", PREDICTION_COLOUR)
+    c.label(boxes[i], score_text(scores[i]), PREDICTION_COLOUR)
   lines = [f"{image_id}{'  ' + title if title else ''} | {len(keep)} detections | {threshold.note}"]
   return c.finish(lines, (("box", PREDICTION_COLOUR, "detection (label: score)"),))
 
@@ -497,11 +498,10 @@ def curve_figure(result: dict, threshold: Threshold | None = None, title: str = 
   curves = {"CrowdHuman protocol": (curve["fppi"], curve["miss"], result["MR"])}
   if threshold is not None and threshold.fppi is not None:
     x = max(threshold.fppi, plots.FPPI_RANGE[0])
-    curves[f"pictures: score >= {threshold.score:.2f}"] = (np.array([x, x]), np.array([0.0, threshold.miss]))
+    curves[f"pictures: score >= {score_text(threshold.score)}"] = (np.array([x, x]), np.array([0.0, threshold.miss]))
   buf = io.BytesIO()
   plots.plot_mr_fppi(curves, buf, title=title)
-  buf.seek(0)
-  return _as_image(buf)
+  return _as_image(io.BytesIO(buf.getvalue()))
 
 
 def sheet_title(prefix: str, metrics: dict, shown: int) -> str:
@@ -523,10 +523,9 @@ def save_png(image: Image.Image, path: str, max_bytes=None) -> str:
   if max_bytes is not None and buf.tell() > max_bytes:
     buf = io.BytesIO()
     _palette_image(image.convert("RGB")).save(buf, format="PNG", optimize=True)
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
+  with open(path + ".tmp", "wb") as f:
     f.write(buf.getvalue())
-  os.replace(tmp, path)
+  os.replace(path + ".tmp", path)
   return path
 
 
@@ -582,9 +581,7 @@ def evaluation_pictures(images: dict, gt_records, dt_records, result, out_dir: s
   note = f"Pictures: {threshold.note}."
   sheet = contact_sheet(pictures, curve, title=title, note=note)
   sheet_path = save_png(sheet, os.path.join(out_dir, f"sheet_step{step}.png"))
-  shrink = min(1.0, TENSORBOARD_LONG_SIDE / max(sheet.size))
-  if shrink < 1:
-    sheet = sheet.resize((round(sheet.width * shrink), round(sheet.height * shrink)), Image.LANCZOS)
+  sheet.thumbnail((TENSORBOARD_LONG_SIDE, TENSORBOARD_LONG_SIDE), Image.LANCZOS)   # in place, never enlarges
   return {"pictures": paths, "sheet": sheet_path, "sheet_image": np.asarray(sheet), "threshold": threshold.score,
           "threshold_note": threshold.note}
 

@@ -230,6 +230,11 @@ def test_contact_sheet_grid(tmp_path):
     pictures.contact_sheet([])
 
 
+def test_score_text():
+  assert [pictures.score_text(v) for v in (0.856, 0.5, 0.0123, 0.00123, 0.0)] == ["0.86", "0.50", "0.01", "0.0012",
+                                                                                    "0.00"]
+
+
 def test_sheet_title():
   m = {"MR": 0.5888, "AP": 0.7745, "Recall": None, "JI": float("nan"), "num_images": 100}
   expected = "qs val, step 5: MR^-2 58.88%  AP50 77.45% | first 8 of 100 images"
