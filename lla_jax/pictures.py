@@ -188,9 +188,9 @@ def predict_threshold(draw_score_thresh=None, workdir: str | None = None) -> Thr
   path = os.path.join(workdir, "eval_metrics.json") if workdir else None
   if path and os.path.exists(path):
     with open(path) as f:
-      drawn = (json.load(f) or {}).get("pictures") or {}
+      drawn = json.load(f).get("pictures") or {}
     if drawn.get("threshold") is not None:
-      return Threshold(float(drawn["threshold"]), f"{drawn.get('threshold_note', '')} (from {path})".strip())
+      return Threshold(float(drawn["threshold"]), f"{drawn.get('threshold_note', '')} (the workdir's last evaluation)")
   return Threshold(DEFAULT_SCORE_THRESH, f"score >= {DEFAULT_SCORE_THRESH:.2f} (default: no evaluation in the "
                                          "workdir to read the FPPI 0.1 operating point from)")
 
@@ -423,8 +423,8 @@ def draw_assignment(image, points, strides, matched_gt, gt_boxes, gt_classes, gt
     c.draw.ellipse([x - r, y - r, x + r, y + r], fill=colour[matched_gt[a]], outline=BLACK)
   n_ignored = sum(int(gt_classes[matched_gt[a]] < 0) for a in shown)
   levels = ", ".join(str(int(s)) for s in sorted(set(strides.tolist())))
-  lines = [f"{title + ' | ' if title else ''}{len(shown)} positive points on {len(people)} persons "
-           f"({n_ignored} on ignore regions) | dot size: FPN stride {levels}"]
+  lines = [f"{title + ' | ' if title else ''}{len(shown) - n_ignored} positive points on {len(people)} persons, "
+           f"{n_ignored} points on ignore regions | dot size: FPN stride {levels}"]
   legend = (("dot", ORANGE, "positive point, coloured as its person (line to its box centre)"),
             ("box", ORANGE, "person box"), ("shade", None, "ignore region"), ("dot", GREY, "point on an ignore region"))
   return c.finish(lines, legend)
