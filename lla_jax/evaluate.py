@@ -30,7 +30,19 @@ from lla_jax.train_state import restore_train_state
 
 def eval_specs(config) -> list:
   """[(entry name, evaluator name, split)] of config.evals in name order; the data set's evaluators on
-  data.eval_split when config.evals is empty. Unknown evaluators raise, naming the registered ones."""
+  data.eval_split when config.evals is empty. Unknown evaluators raise, naming the registered ones; so do
+  an unsupported data.box (data_pipelines/registry.py) and an evaluator that does not evaluate it."""
+  specs = _listed_specs(config)
+  box = datasets.box(config.data)
+  for entry, kind, _ in specs:
+    if box not in evaluators.get(kind).boxes:
+      raise ValueError(f"evaluation {entry!r}: evaluator {kind!r} evaluates the box types "
+                       f"{', '.join(map(repr, evaluators.get(kind).boxes))}, not data.box={box!r}")
+  return specs
+
+
+def _listed_specs(config) -> list:
+  """eval_specs before the box-type check."""
   evals = config.get("evals", None) or {}
   if not evals:
     return [(name, name, config.data.eval_split) for name in datasets.get(config.data.name).evals]
@@ -79,6 +91,8 @@ def _json_safe(obj):
 def format_table(m) -> str:
   """The metric table of an eval_metrics dict (percentages)."""
   head = f"Evaluation at step {m['step']} on {m['split']} ({m['num_images']} images), {m['protocol']} protocol"
+  if m.get("box", "full") != "full":
+    head += f", {m['box']} boxes"
   return "\n".join([head] + evaluators.get(m["protocol"]).table(m))
 
 
@@ -114,11 +128,14 @@ def _run_evaluator(config, workdir, entry, kind, split, results, info, step, wri
   os.makedirs(det_dir, exist_ok=True)
   metrics = {"protocol": kind, "MR": None, "AP": None, "Recall": None, "JI": None, "step": step, "split": split,
              "num_images": len(records)}
+  box, evaluator = datasets.box(config.data), evaluators.get(kind)
   inp = protocols.EvalInput(results=results, records=records, info=info, data_name=config.data.name,
                             gt_format=datasets.get(config.data.name).gt_format, split=split, step=step,
-                            det_dir=det_dir)
-  update, curves = evaluators.get(kind).run(inp)
+                            det_dir=det_dir, box=box)
+  update, curves = evaluator.run(inp)
   metrics.update(update)
+  if box != "full":
+    metrics["box"] = box
   suffix = "" if headline else f"_{entry}"
   curve_path = os.path.join(workdir, f"mr_fppi{suffix}_step{step}.png")
   plots.plot_mr_fppi(curves, curve_path, title=f"{config.data.name} {split}, step {step}")
