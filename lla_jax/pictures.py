@@ -9,7 +9,6 @@
   draw_assignment(image, points, strides, matched_gt, gt_boxes, gt_classes, gt_valid, title)  comparison tool
   contact_sheet(pictures, curve, title)      the pictures and the MR-FPPI curve in one grid (sheet_title: its title)
   evaluation_pictures(images, gt_records, dt_records, result, out_dir, step, ...)  all of it for one evaluation
-  tensorboard_images(summary_writer, step, images)   uint8 HWC arrays to TensorBoard (tensorboardX add_image)
 
 Matching is never restated here: TP / FP and ignore decisions come from lla_jax/evaluation/crowdhuman.py
 (its record parsing, clip_boxes, iou_matrix, ioa_matrix, caltech_matching, image_score_order), so a picture
@@ -554,7 +553,8 @@ def evaluation_pictures(images: dict, gt_records, dt_records, result, out_dir: s
   `fppi`); curve: a figure for the sheet (path / PIL / array; e.g. the CityPersons mr_fppi_step{N}.png), None =
   the CrowdHuman curve of `result` with the threshold marked (curve_figure); title: the sheet's (sheet_title).
   Returns {"pictures": [paths], "sheet": path, "sheet_image": (H, W, 3) uint8 for TensorBoard (the sheet, long
-  side at most TENSORBOARD_LONG_SIDE), "threshold": score, "threshold_note": str}.
+  side at most TENSORBOARD_LONG_SIDE; writers.MetricWriter.write_images), "threshold": score,
+  "threshold_note": str}.
   """
   threshold = resolve_threshold(draw_score_thresh, result, fppi, split)
   gt_by_id = {r["ID"]: r for r in gt_records or []}
@@ -584,10 +584,3 @@ def evaluation_pictures(images: dict, gt_records, dt_records, result, out_dir: s
   sheet.thumbnail((TENSORBOARD_LONG_SIDE, TENSORBOARD_LONG_SIDE), Image.LANCZOS)   # in place, never enlarges
   return {"pictures": paths, "sheet": sheet_path, "sheet_image": np.asarray(sheet), "threshold": threshold.score,
           "threshold_note": threshold.note}
-
-
-def tensorboard_images(summary_writer, step: int, images: dict, prefix: str = "") -> None:
-  """Writes {tag: (H, W, 3) uint8} to TensorBoard through a tensorboardX SummaryWriter (add_image, HWC)."""
-  for tag, image in images.items():
-    summary_writer.add_image(prefix + tag, np.asarray(image, np.uint8), int(step), dataformats="HWC")
-  summary_writer.flush()

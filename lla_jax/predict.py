@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from data_pipelines import transforms
-from lla_jax import sharding, visualize
+from lla_jax import pictures, sharding
 from lla_jax.evaluation import odgt
 from lla_jax.methods import get_method
 from lla_jax.train_state import restore_train_state
@@ -16,8 +16,10 @@ from lla_jax.train_state import restore_train_state
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def predict_folder(config, workdir: str, images: str, step=None, score_thresh: float = 0.3):
-  """Writes workdir/predictions/<name>.png (boxes with score >= score_thresh) and detections.odgt."""
+def predict_folder(config, workdir: str, images: str, step=None, score_thresh: float | None = None):
+  """Writes workdir/predictions/<name>.png and detections.odgt (every detection). The pictures
+  (pictures.draw_predictions) show the detections with score >= score_thresh, None: config.test.draw_score_thresh,
+  else the threshold the workdir's last evaluation drew with (pictures.predict_threshold)."""
   if not images or not os.path.isdir(images):
     raise FileNotFoundError(f"--mode=predict needs --images=FOLDER of {'/'.join(IMAGE_SUFFIXES)} files; got {images!r}")
   files = sorted(f for f in os.listdir(images) if f.lower().endswith(IMAGE_SUFFIXES))
@@ -34,6 +36,8 @@ def predict_folder(config, workdir: str, images: str, step=None, score_thresh: f
   # Images of any orientation fit a square of the longest resized side.
   side = -(-int(config.data.max_size) // 32) * 32
   data_cfg.unlock().pad_size = (max(side, config.data.pad_size[0]), max(side, config.data.pad_size[1]))
+  threshold = pictures.predict_threshold(config.test.get("draw_score_thresh", None) if score_thresh is None
+                                         else score_thresh, workdir)
   batch_size = jax.device_count()
   lines = []
   for start in range(0, len(files), batch_size):
@@ -47,10 +51,10 @@ def predict_folder(config, workdir: str, images: str, step=None, score_thresh: f
     for row, (name, image) in enumerate(zip(chunk, originals)):
       v = np.asarray(dets.valid[row])
       boxes, scores = np.asarray(dets.boxes[row])[v], np.asarray(dets.scores[row])[v]
-      keep = scores >= score_thresh
-      visualize.draw_boxes(image, boxes[keep], scores[keep], path=os.path.join(out_dir, os.path.splitext(name)[0] + ".png"))
+      picture = pictures.draw_predictions(image, boxes, scores, threshold, os.path.splitext(name)[0])
+      pictures.save_png(picture, os.path.join(out_dir, os.path.splitext(name)[0] + ".png"))
       lines.append(odgt.detection_line(os.path.splitext(name)[0], image.shape[1], image.shape[0], boxes, scores,
                                        rounded=False))
   odgt.write(os.path.join(out_dir, "detections.odgt"), lines)
-  print(f"Drew detections (score >= {score_thresh}) on {len(files)} images into {out_dir}", flush=True)
+  print(f"Drew detections ({threshold.note}) on {len(files)} images into {out_dir}", flush=True)
   return out_dir

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from lla_jax import pictures
-from lla_jax.evaluation import crowdhuman, plots, reference
+from lla_jax.evaluation import crowdhuman, plots
+from tests.reference import evaluation as reference
 from tests.evaluation.test_crowdhuman import dt_box, example_a9, gt_box  # two images: a: d1 TP P1, d2 TP
 # P2, d3 in the ignore region, d4 FP; b: d5 FP, d6 TP P3, d7 TP P4 (only because P4 is clipped)
 
@@ -71,7 +72,7 @@ def random_case(rng, n_images=12):
 @pytest.mark.parametrize("seed", range(4))
 def test_matching_agrees_with_the_evaluator(seed):
   """Over all images, the TP / FP / missed counts above any threshold are what the evaluator's curve says there;
-  per image, the (score, TP) list equals the plain re-statement in lla_jax/evaluation/reference.py."""
+  per image, the (score, TP) list equals the plain re-statement in tests/reference/evaluation.py."""
   gt, dt = random_case(np.random.default_rng(seed))
   result = crowdhuman.evaluate(gt, dt, compute_ji=False)
   dt_by_id = {r["ID"]: r for r in dt}
@@ -272,28 +273,6 @@ def test_evaluation_pictures(tmp_path):
   with Image.open(out["pictures"][0]) as im:   # a's d1 (0.9) at 16 x; d4 (0.6, FP elsewhere) drawn too
     assert pixel(im, 10 * 8 + 1, 30 * 8) == pictures.PREDICTION_COLOUR
     assert pixel(im, 80 * 8 + 1, 15 * 8) == pictures.PREDICTION_COLOUR
-
-
-def test_tensorboard_images(tmp_path):
-  class Recorder:
-    def __init__(self):
-      self.calls, self.flushed = [], False
-
-    def add_image(self, tag, image, step, dataformats):
-      self.calls.append((tag, image.shape, image.dtype, step, dataformats))
-
-    def flush(self):
-      self.flushed = True
-
-  r = Recorder()
-  pictures.tensorboard_images(r, 3, {"sheet": np.zeros((4, 6, 3), np.uint8)}, prefix="eval/")
-  assert r.calls == [("eval/sheet", (4, 6, 3), np.uint8, 3, "HWC")] and r.flushed
-  tensorboardx = pytest.importorskip("tensorboardX")
-  w = tensorboardx.SummaryWriter(str(tmp_path))
-  pictures.tensorboard_images(w, 1, {"sheet": np.full((8, 8, 3), 200, np.uint8)})
-  w.close()
-  events = [f for f in os.listdir(tmp_path) if f.startswith("events")]
-  assert events and os.path.getsize(os.path.join(tmp_path, events[0])) > 100
 
 
 def test_save_png_palette_when_too_big(tmp_path):

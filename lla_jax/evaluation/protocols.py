@@ -42,6 +42,9 @@ class EvalInput:
   step: int
   det_dir: str
   box: str = "full"
+  # Filled by the CrowdHuman protocol for the pictures (lla_jax/pictures.py): {"gt": GT records on `box`,
+  # "dt": detection records as written, "result": crowdhuman.evaluate's dict}; empty otherwise.
+  crowdhuman: dict = dataclasses.field(default_factory=dict)
 
 
 def finite_or_none(v):
@@ -58,7 +61,10 @@ def _crowdhuman_on(inp: EvalInput):
     raise ValueError(f"CrowdHuman evaluation of {inp.data_name}: the pipeline gives no GT odgt (info['gt_odgt'])")
   dt_lines = odgt.detections_from_results(inp.results, inp.records)
   path = odgt.write(os.path.join(inp.det_dir, f"{inp.split}_step{inp.step}.odgt"), dt_lines)
-  return path, crowdhuman_eval.evaluate(crowdhuman_gt(inp), dt_lines)
+  gt = crowdhuman_gt(inp)
+  result = crowdhuman_eval.evaluate(gt, dt_lines)
+  inp.crowdhuman.update(gt=gt, dt=dt_lines, result=result)
+  return path, result
 
 
 def crowdhuman_gt(inp: EvalInput) -> list:
