@@ -35,6 +35,9 @@ def get_common_config():
   # Training augmentation: flip (FCOS family: resize + horizontal flip) | alfnet (ALFNet's CityPersons
   # random crop / scale, keras_alfnet/data_augment.py); None: the data set's default (data_pipelines/registry.py).
   d.augment = ml_collections.FieldReference(None, field_type=str)
+  # The box to learn and evaluate: full | visible | head (CrowdHuman fbox / vbox / hbox; CityPersons and
+  # Caltech: full | visible); the data sets' choices are in data_pipelines/registry.py.
+  d.box = "full"
   d.bgr = True                    # MSRA caffe weights: BGR, mean only
   d.pixel_mean = (103.530, 116.280, 123.675)
   d.pixel_std = (1.0, 1.0, 1.0)
@@ -86,6 +89,8 @@ def get_common_config():
   # (one compilation), which changes the head's GroupNorm statistics and so the detections.
   t.padding = "divisible"
   t.size_divisibility = 32
+  t.draw_score_thresh = None      # pictures (lla_jax/pictures.py): detections drawn at score >= this; None = the
+                                  # score at FPPI 0.1 on the evaluation's curve (predict: the last evaluation's)
 
   # Optimisation (lla_jax/optim.py, the loop in lla_jax/train.py).
   c.train = tr = ml_collections.ConfigDict()

@@ -116,6 +116,7 @@ def make_preprocess(tf, data_cfg, pad_size=None):
   """data.augment 'flip' (cvpods cvpods/data/transforms/transform_gen.py): fn(example, flip) -> example
   padded to pad_size (default data.pad_size; see transforms.preprocess for the fields)."""
   pad_size = pad_size or data_cfg.pad_size
+  key = registry.box_key(data_cfg)   # data.box: fbox, vbox or hbox
 
   def preprocess(ex, flip):
     image = image_files.decode_image(tf, ex["image"])
@@ -124,7 +125,7 @@ def make_preprocess(tf, data_cfg, pad_size=None):
     image = _resize(tf, image, new_h, new_w)
     sx = tf.cast(tf.cast(new_w, tf.float64) / tf.cast(w, tf.float64), tf.float32)
     sy = tf.cast(tf.cast(new_h, tf.float64) / tf.cast(h, tf.float64), tf.float32)
-    boxes = ex["fbox"] * tf.stack([sx, sy, sx, sy])
+    boxes = ex[key] * tf.stack([sx, sy, sx, sy])
     classes = tf.where(ex["ignore"], -1, 0)
     boxes = tf.cond(flip, lambda: _flip_boxes(tf, boxes, new_w), lambda: boxes)
     image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
@@ -210,10 +211,13 @@ def alfnet_augment(tf, image, boxes, classes, u, train_size, flip_prob):
   return image, tf.boolean_mask(out, area_ok), tf.boolean_mask(out_classes, area_ok), crop_h, dropped
 
 
-def training_boxes(ex):
-  """The boxes an example trains on: "train_box" where the builder stores its own (CityPersons: the
-  ALFNet clipped boxes), else the full boxes "fbox"."""
-  return ex["train_box"] if "train_box" in ex else ex["fbox"]
+def training_boxes(ex, key: str = "fbox"):
+  """The boxes an example trains on for the box feature `key` (data.box, registry.box_key): for the full
+  boxes "train_box" where the builder stores its own (CityPersons: the ALFNet clipped boxes), else "fbox";
+  the visible / head boxes as stored ("vbox", "hbox")."""
+  if key == "fbox" and "train_box" in ex:
+    return ex["train_box"]
+  return ex[key]
 
 
 def make_alfnet_preprocess(tf, data_cfg, train: bool):
@@ -222,11 +226,12 @@ def make_alfnet_preprocess(tf, data_cfg, train: bool):
   eval fn(example) -> the full image, no resize, padded to data.eval_size, with the training boxes
   clipped to the image (for pictures; evaluation reads the GT file)."""
   train_size, eval_size = transforms.alfnet_sizes(data_cfg)
+  key = registry.box_key(data_cfg)
 
   def train_fn(ex, u):
     image = image_files.decode_image(tf, ex["image"])
     classes = tf.where(ex["ignore"], -1, 0)
-    out, boxes, classes, crop_h, dropped = alfnet_augment(tf, image, training_boxes(ex), classes, u, train_size,
+    out, boxes, classes, crop_h, dropped = alfnet_augment(tf, image, training_boxes(ex, key), classes, u, train_size,
                                                           data_cfg.flip_prob)
     scale = tf.cast(train_size[0], tf.float32) / tf.cast(crop_h, tf.float32)
     return _finish_example(tf, data_cfg, ex, out, boxes, classes, tf.constant(train_size, tf.int32),
@@ -235,7 +240,7 @@ def make_alfnet_preprocess(tf, data_cfg, train: bool):
   def eval_fn(ex):
     image = image_files.decode_image(tf, ex["image"])
     h, w = tf.shape(image)[0], tf.shape(image)[1]
-    boxes, classes, dropped = _clip_and_drop(tf, training_boxes(ex), tf.where(ex["ignore"], -1, 0), h, w)
+    boxes, classes, dropped = _clip_and_drop(tf, training_boxes(ex, key), tf.where(ex["ignore"], -1, 0), h, w)
     return _finish_example(tf, data_cfg, ex, tf.cast(image, tf.float32), boxes, classes, tf.stack([h, w]),
                            tf.stack([h, w]), 1.0, dropped, eval_size)
 

@@ -95,7 +95,8 @@ def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int
 
   def batches():
     stream, jobs = itertools.tee(slots())
-    jobs = (None if s[0] is None else (split, s[0], p["base_seed"], p["height"], p["width"]) for s in jobs)
+    key = registry.box_key(data_cfg)   # data.box: the boxes served (fbox, vbox or hbox)
+    jobs = (None if s[0] is None else (split, s[0], p["base_seed"], p["height"], p["width"], key) for s in jobs)
     loaded = synthetic.ordered_map(synthetic.load_example, jobs, _workers(data_cfg), window=2 * batch_size)
     examples = map(example, stream, loaded)
     while batch := list(itertools.islice(examples, batch_size)):

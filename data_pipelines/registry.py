@@ -14,6 +14,8 @@ An entry names (fields of `DataSet`):
   augment       the default data.augment: 'flip' (FCOS-family resize + flip) or 'alfnet' (ALFNet's
                 brightness, flip and scale-crop); a config's data.augment overrides it
   numpy_source  the TensorFlow-free numpy source (data.source 'numpy') can render it
+  boxes         the box types data.box may choose (BOX_KEYS: 'full' = the builder's fbox feature,
+                'visible' = vbox, 'head' = hbox); the default 'full' is always allowed
 
 A builder whose class declares MANUAL_DOWNLOAD_INSTRUCTIONS is prepared once from the official files
 (`python -m data_pipelines.prepare NAME`); the others are built on first use through the class method
@@ -25,6 +27,8 @@ import dataclasses
 import importlib
 
 AUGMENTS = ("flip", "alfnet")
+# data.box -> the builder feature / odgt key holding that box (CrowdHuman: fbox, vbox, hbox).
+BOX_KEYS = {"full": "fbox", "visible": "vbox", "head": "hbox"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +40,7 @@ class DataSet:
   gt_format: str
   augment: str
   numpy_source: bool = False
+  boxes: tuple[str, ...] = ("full",)
 
 
 _ENTRIES: dict[str, DataSet] = {}
@@ -51,6 +56,9 @@ def register(entry: DataSet) -> DataSet:
     raise ValueError(f"data set {entry.name!r}: builder must be 'module:Class', got {entry.builder!r}")
   if entry.augment not in AUGMENTS:
     raise ValueError(f"data set {entry.name!r}: augment must be one of {AUGMENTS}, got {entry.augment!r}")
+  if "full" not in entry.boxes or not set(entry.boxes) <= set(BOX_KEYS):
+    raise ValueError(f"data set {entry.name!r}: boxes must include 'full' and be among {tuple(BOX_KEYS)}, "
+                     f"got {entry.boxes!r}")
   if not entry.splits or not entry.evals:
     raise ValueError(f"data set {entry.name!r}: splits and evals must not be empty")
   _ENTRIES[entry.name] = entry
@@ -87,12 +95,29 @@ def augment(data_cfg) -> str:
   return choice
 
 
+def box(data_cfg) -> str:
+  """The box type a data config trains and evaluates on: data.box ('full' when None or absent), checked
+  against the data set's choices (an error naming the data set and the valid choices)."""
+  entry = get(data_cfg.name)
+  choice = data_cfg.get("box") or "full"
+  if choice not in entry.boxes:
+    raise ValueError(f"data.box={choice!r}: data set {entry.name!r} has the box types "
+                     f"{', '.join(map(repr, entry.boxes))}")
+  return choice
+
+
+def box_key(data_cfg) -> str:
+  """The builder feature / odgt key of the chosen box type (`box`): 'fbox', 'vbox' or 'hbox'."""
+  return BOX_KEYS[box(data_cfg)]
+
+
 register(DataSet(name="crowdhuman", builder="data_pipelines.crowdhuman:Crowdhuman", splits=("train", "val"),
-                 evals=("crowdhuman",), gt_format="odgt", augment="flip"))
+                 evals=("crowdhuman",), gt_format="odgt", augment="flip", boxes=("full", "visible", "head")))
 register(DataSet(name="citypersons", builder="data_pipelines.citypersons:Citypersons", splits=("train", "val"),
-                 evals=("citypersons",), gt_format="citypersons_json", augment="alfnet"))
+                 evals=("citypersons",), gt_format="citypersons_json", augment="alfnet",
+                 boxes=("full", "visible")))
 register(DataSet(name="synthetic_crowds", builder="data_pipelines.synthetic_crowds:SyntheticCrowds",
                  splits=("train", "val"), evals=("crowdhuman",), gt_format="odgt", augment="flip",
-                 numpy_source=True))
+                 numpy_source=True, boxes=("full", "visible", "head")))
 register(DataSet(name="caltech", builder="data_pipelines.caltech:Caltech", splits=("train", "train_10x", "test"),
                  evals=("caltech",), gt_format="caltech_bbgt", augment="flip"))

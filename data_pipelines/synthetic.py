@@ -514,14 +514,15 @@ def render_examples(split: str, indices, base_seed: int, height: int, width: int
 
 
 def load_example(job):
-  """Numpy-source worker: (split, index, base_seed, height, width) -> (index, uint8 (H, W, 3) image as
-  stored (JPEG round trip), fbox xyxy float32 (N, 4), classes int32 (N,) with -1 = ignore); None -> None."""
+  """Numpy-source worker: (split, index, base_seed, height, width[, box key]) -> (index, uint8 (H, W, 3)
+  image as stored (JPEG round trip), the boxes of the key ("fbox" (default), "vbox" or "hbox") as xyxy
+  float32 (N, 4), classes int32 (N,) with -1 = ignore); None -> None."""
   if job is None:
     return None
-  split, index, base_seed, height, width = job
+  split, index, base_seed, height, width, *key = job
   ex = render_example(split, index, base_seed, height, width)
-  fbox = np.asarray(ex["fbox"], np.float32).reshape(-1, 4)
-  boxes = np.concatenate([fbox[:, :2], fbox[:, :2] + fbox[:, 2:]], axis=1)
+  xywh = np.asarray(ex[key[0] if key else "fbox"], np.float32).reshape(-1, 4)
+  boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
   return index, decode_image(ex["jpeg"]), boxes, np.where(ex["ignore"], -1, 0).astype(np.int32)
 
 

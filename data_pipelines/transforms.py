@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from data_pipelines import records as records_lib
+from data_pipelines import registry
 from lla_jax.types import BATCH_KEYS
 
 EXTRA_KEYS = ("num_boxes", "num_dropped")
@@ -243,6 +244,7 @@ def check_split(lines, data_cfg, where: str, check_pad: bool = True) -> dict:
   after resizing or would keep more than data.max_boxes boxes after clipping (the error states the
   value the whole split calls for); log the box maxima. Lines are GT odgt dicts
   with "width"/"height". Returns the maxima."""
+  key = registry.box_key(data_cfg)   # the boxes data.box trains on
   max_raw = max_kept = 0
   over = None  # (ID, boxes kept) of the first image over data.max_boxes
   for i, line in enumerate(lines):
@@ -251,7 +253,7 @@ def check_split(lines, data_cfg, where: str, check_pad: bool = True) -> dict:
     if check_pad and (new_h > data_cfg.pad_size[0] or new_w > data_cfg.pad_size[1]):
       raise pad_size_error(line["ID"], new_h, new_w, data_cfg.pad_size)
     gt = records_lib.gt_arrays(line, f"{where} line {i + 1} (ID {line['ID']})")
-    boxes = gt["fbox"] * box_scale_factors(h, w, new_h, new_w)
+    boxes = gt[key] * box_scale_factors(h, w, new_h, new_w)
     kept, _, _ = clip_and_drop(boxes, gt["ignore"], new_h, new_w)
     if len(kept) > data_cfg.max_boxes and over is None:
       over = (line["ID"], len(kept))

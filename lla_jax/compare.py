@@ -17,10 +17,9 @@ import os
 
 import jax
 import numpy as np
-from PIL import Image
 
 import data_pipelines
-from lla_jax import checkpointing, cli, evaluate, priors, sharding, train_state, visualize
+from lla_jax import checkpointing, cli, evaluate, pictures, priors, sharding, train_state, visualize
 from lla_jax.assigners import assign_batch
 from lla_jax.methods import get_method
 from lla_jax.models import detector
@@ -89,17 +88,10 @@ def assignment_picture(configs: dict, workdirs: dict, path: str, image_index: in
     t = assign_batch(config.assigner, pts.xy, pts.strides, out["cls_logits"], out["ltrb"], batch["gt_boxes"],
                      batch["gt_classes"], batch["gt_valid"])
     image = visualize.denormalise(batch["image"][0], batch["image_size"][0], config.data)
-    panels.append(visualize.draw_assignment(image, pts.xy, pts.strides, np.asarray(t.matched_gt[0]),
-                                            batch["gt_boxes"][0], batch["gt_classes"][0], batch["gt_valid"][0],
-                                            title=f"{name}: {int(np.asarray(t.fg[0]).sum())} positives"))
-  width = sum(p.width for p in panels) + 8 * (len(panels) - 1)
-  canvas = Image.new("RGB", (width, panels[0].height), (255, 255, 255))
-  x = 0
-  for p in panels:
-    canvas.paste(p, (x, 0))
-    x += p.width + 8
-  canvas.save(path)
-  return path
+    panels.append(pictures.draw_assignment(image, pts.xy, pts.strides, np.asarray(t.matched_gt[0]),
+                                           batch["gt_boxes"][0], batch["gt_classes"][0], batch["gt_valid"][0],
+                                           title=name))
+  return pictures.save_png(pictures.grid(panels, columns=len(panels)), path)
 
 
 def main(argv=None):

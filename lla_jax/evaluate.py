@@ -8,10 +8,13 @@ training and it writes, under the workdir: eval_metrics.json (fractions; null wh
 eval_table_step{N}.txt (the table it prints), mr_fppi_step{N}.png, and the protocol's
 detections/{split}_step{N}.{odgt,json}; eval_metrics.json also records the test-time padding
 (test.padding), the number of predict compilations (one per padded input shape) and the batches per
-shape. Further entries write the same files with `_{entry name}` after "eval_metrics", "eval_table"
-and "mr_fppi" and log their scalars under eval_{entry name}/.
-Pictures of the first images of the first split go to pictures/, scalars to TensorBoard /
-metrics.jsonl through `writer`.
+shape. Further entries write the same files with `_{entry name}`
+after "eval_metrics", "eval_table" and "mr_fppi" and log their scalars under eval_{entry name}/.
+The headline entry also draws the first train.max_pictures images of its split (lla_jax/pictures.py:
+TP / FP / missed / ignore by the CrowdHuman matching, else the detections only, at test.draw_score_thresh,
+None = the score at FPPI 0.1) into pictures/{ID}_step{N}.png and the contact sheet
+pictures/sheet_step{N}.png. Scalars go to TensorBoard / metrics.jsonl through `writer`, and so do the
+contact sheet and every MR-FPPI curve as images.
 """
 from __future__ import annotations
 
@@ -23,8 +26,8 @@ from jax.experimental import multihost_utils
 
 import data_pipelines
 from data_pipelines import registry as datasets
-from lla_jax import atomic, sharding, visualize, writers
-from lla_jax.evaluation import plots, protocols
+from lla_jax import atomic, pictures, sharding, visualize, writers
+from lla_jax.evaluation import odgt, plots, protocols
 from lla_jax.evaluation import registry as evaluators
 from lla_jax.methods import get_method
 from lla_jax.train_state import restore_train_state
@@ -32,7 +35,19 @@ from lla_jax.train_state import restore_train_state
 
 def eval_specs(config) -> list:
   """[(entry name, evaluator name, split)] of config.evals in name order; the data set's evaluators on
-  data.eval_split when config.evals is empty. Unknown evaluators raise, naming the registered ones."""
+  data.eval_split when config.evals is empty. Unknown evaluators raise, naming the registered ones; so do
+  an unsupported data.box (data_pipelines/registry.py) and an evaluator that does not evaluate it."""
+  specs = _listed_specs(config)
+  box = datasets.box(config.data)
+  for entry, kind, _ in specs:
+    if box not in evaluators.get(kind).boxes:
+      raise ValueError(f"evaluation {entry!r}: evaluator {kind!r} evaluates the box types "
+                       f"{', '.join(map(repr, evaluators.get(kind).boxes))}, not data.box={box!r}")
+  return specs
+
+
+def _listed_specs(config) -> list:
+  """eval_specs before the box-type check."""
   evals = config.get("evals", None) or {}
   if not evals:
     return [(name, name, config.data.eval_split) for name in datasets.get(config.data.name).evals]
@@ -98,50 +113,66 @@ def _json_safe(obj):
 def format_table(m) -> str:
   """The metric table of an eval_metrics dict (percentages)."""
   head = f"Evaluation at step {m['step']} on {m['split']} ({m['num_images']} images), {m['protocol']} protocol"
+  if m.get("box", "full") != "full":
+    head += f", {m['box']} boxes"
   return "\n".join([head] + evaluators.get(m["protocol"]).table(m))
 
 
-def _picture_drawer(config, workdir, info, step, drawn):
-  """on_batch callback of predict_dataset drawing the first train.max_pictures images (process 0)."""
-  picture_dir = os.path.join(workdir, "pictures")
+def _image_keeper(config, info, images):
+  """on_batch callback of predict_dataset keeping the first train.max_pictures images of the split
+  (process 0) as {ID: (h, w, 3) uint8} at the input resolution, for the pictures drawn after evaluation."""
 
-  def draw(local, dets):
-    if jax.process_index() != 0 or len(drawn) >= config.train.max_pictures:
+  def keep(local, dets):
+    if jax.process_index() != 0:
       return
-    os.makedirs(picture_dir, exist_ok=True)
-    for row in range(len(local["image_id"])):
-      if local["image_id"][row] < 0 or len(drawn) >= config.train.max_pictures:
-        continue
-      image = visualize.denormalise(local["image"][row], local["image_size"][row], config.data)
-      v = np.asarray(dets.valid[row])
-      to_input = (local["image_size"][row] / local["orig_size"][row])[[1, 0, 1, 0]]
-      boxes = np.asarray(dets.boxes[row])[v] * to_input
-      scores = np.asarray(dets.scores[row])[v]
-      keep = scores >= 0.3
-      gt = local["gt_boxes"][row][local["gt_valid"][row] & (local["gt_classes"][row] >= 0)]
+    for row in np.flatnonzero(np.asarray(local["image_id"]) >= 0)[:max(0, config.train.max_pictures - len(images))]:
       rec = info["records"][int(local["image_id"][row])]
-      path = os.path.join(picture_dir, f"{rec['ID']}_step{step}.png")
-      visualize.draw_boxes(image, boxes[keep], scores[keep], gt_boxes=gt, path=path)
-      drawn.append(path)
-  return draw
+      images[rec["ID"]] = visualize.denormalise(local["image"][row], local["image_size"][row], config.data)
+  return keep
 
 
-def _run_evaluator(config, workdir, entry, kind, split, results, info, step, writer, headline, padding):
-  """One evaluator on one split's predictions: files, table, scalars; returns its metrics dict.
+def _draw_pictures(config, workdir, images, inp, metrics, curve_path, writer, prefix):
+  """The evaluation's pictures (lla_jax/pictures.py): TP / FP / missed / ignore by the CrowdHuman protocol's
+  own matching where the evaluator ran it (inp.crowdhuman), else the detections only; the contact sheet
+  pictures/sheet_step{N}.png with the MR-FPPI curve. Sets metrics["pictures"]; the sheet goes to TensorBoard."""
+  crowd = inp.crowdhuman
+  drawn = pictures.evaluation_pictures(
+      images, crowd.get("gt"), crowd["dt"] if crowd else odgt.detections_from_results(inp.results, inp.records),
+      crowd.get("result"), os.path.join(workdir, "pictures"), inp.step,
+      draw_score_thresh=config.test.get("draw_score_thresh", None),
+      curve=None if crowd and metrics["protocol"] == "crowdhuman" else curve_path,
+      title=pictures.sheet_title(f"{config.data.name} {inp.split}", metrics, len(images)), split=inp.split)
+  metrics["pictures"] = {k: drawn[k] for k in ("sheet", "threshold", "threshold_note")}
+  if writer is not None:
+    writer.write_images(inp.step, {"pictures": drawn["sheet_image"]}, prefix=prefix)
+
+
+def _run_evaluator(config, workdir, entry, kind, split, results, info, step, writer, headline, padding,
+                   images=None):
+  """One evaluator on one split's predictions: files, table, scalars, the MR-FPPI curve (also to
+  TensorBoard) and, given `images` ({ID: uint8 image}), the pictures; returns its metrics dict.
   `padding`: {"padding", "compilations", "padded_shapes"} of the split's prediction pass."""
   records = info["records"]
   det_dir = os.path.join(workdir, "detections")
   os.makedirs(det_dir, exist_ok=True)
   metrics = {"protocol": kind, "MR": None, "AP": None, "Recall": None, "JI": None, "step": step, "split": split,
              "num_images": len(records), **padding}
+  box, evaluator = datasets.box(config.data), evaluators.get(kind)
   inp = protocols.EvalInput(results=results, records=records, info=info, data_name=config.data.name,
                             gt_format=datasets.get(config.data.name).gt_format, split=split, step=step,
-                            det_dir=det_dir)
-  update, curves = evaluators.get(kind).run(inp)
+                            det_dir=det_dir, box=box)
+  update, curves = evaluator.run(inp)
   metrics.update(update)
+  if box != "full":
+    metrics["box"] = box
   suffix = "" if headline else f"_{entry}"
   curve_path = os.path.join(workdir, f"mr_fppi{suffix}_step{step}.png")
   plots.plot_mr_fppi(curves, curve_path, title=f"{config.data.name} {split}, step {step}")
+  prefix = "eval/" if headline else f"eval_{entry}/"
+  if images:
+    _draw_pictures(config, workdir, images, inp, metrics, curve_path, writer, prefix)
+  if writer is not None:
+    writer.write_images(step, {"mr_fppi": curve_path}, prefix=prefix)
   table = format_table(metrics)
   table_path = atomic.write_text(os.path.join(workdir, f"eval_table{suffix}_step{step}.txt"), table + "\n")
   metrics.update(table=table_path, curves=curve_path)
@@ -150,7 +181,7 @@ def _run_evaluator(config, workdir, entry, kind, split, results, info, step, wri
     scalars = {k: metrics[k] for k in ("MR", "AP", "Recall", "JI") if metrics[k] is not None}
     for iou, res in metrics.get("setups", {}).items():
       scalars.update({f"MR_{name}@{iou}": v for name, v in res.items() if v is not None})
-    writer.write(step, scalars, prefix="eval/" if headline else f"eval_{entry}/")
+    writer.write(step, scalars, prefix=prefix)
   print(table, flush=True)
   return metrics
 
@@ -168,15 +199,15 @@ def evaluate(config, workdir, state=None, step=None, method=None, mesh=None, wri
     state = restore_train_state(config, workdir, method, mesh, step)
   step = int(jax.device_get(state.step))
   variables = {"params": state.params, **state.model_state}
-  drawn, out = [], {}
+  images, out = {}, {}
   data_cfg = eval_data_config(config)
   for split in dict.fromkeys(s for _, _, s in specs):   # each split predicted once, in order of first use
     eval_iter, info = data_pipelines.create_dataset(
         data_cfg, split=split, batch_size=sharding.local_batch_size(config.test.batch_size, mesh),
         train=False, seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count())
-    draw = _picture_drawer(config, workdir, info, step, drawn) if split == specs[0][2] else None
+    keep = _image_keeper(config, info, images) if split == specs[0][2] else None
     shapes = {}
-    results = predict_dataset(config, variables, method, mesh, eval_iter, on_batch=draw, shapes=shapes)
+    results = predict_dataset(config, variables, method, mesh, eval_iter, on_batch=keep, shapes=shapes)
     padding = {"padding": data_cfg.eval_padding, "compilations": len(shapes),
                "padded_shapes": {f"{h}x{w}": n for (h, w), n in sorted(shapes.items())}}
     if jax.process_index() != 0:
@@ -185,8 +216,9 @@ def evaluate(config, workdir, state=None, step=None, method=None, mesh=None, wri
           f"{len(shapes)} padded shapes = {len(shapes)} predict compilations ({padding['padded_shapes']})", flush=True)
     for entry, kind, s in specs:
       if s == split:
+        first = entry == specs[0][0]
         out[entry] = _run_evaluator(config, workdir, entry, kind, split, results, info, step, writer,
-                                    headline=entry == specs[0][0], padding=padding)
+                                    headline=first, padding=padding, images=images if first else None)
   if jax.process_index() != 0:
     return None
   headline = out[specs[0][0]]

@@ -10,7 +10,7 @@ from PIL import Image
 
 from data_pipelines import registry as datasets
 from data_pipelines import transforms
-from lla_jax import serving, sharding, visualize
+from lla_jax import pictures, serving, sharding
 from lla_jax.evaluate import eval_data_config
 from lla_jax.evaluation import odgt
 from lla_jax.image_folder import image_files
@@ -37,9 +37,11 @@ def predict_data_config(config, sizes):
   return data_cfg
 
 
-def predict_folder(config, workdir: str, images: str, step=None, score_thresh: float = 0.3, exported=None):
-  """Writes workdir/predictions/<name>.png (boxes with score >= score_thresh) and detections.odgt (one
-  line per image, ID = the file name without extension, boxes in original-image pixels, in file order).
+def predict_folder(config, workdir: str, images: str, step=None, score_thresh: float | None = None, exported=None):
+  """Writes workdir/predictions/<name>.png and detections.odgt (every detection: one line per image, ID = the
+  file name without extension, boxes in original-image pixels, in file order). The pictures
+  (pictures.draw_predictions) show the detections with score >= score_thresh; None: config.test.draw_score_thresh,
+  else the threshold the workdir's last evaluation drew with (pictures.predict_threshold).
 
   Each image is resized and padded as --mode=eval does (test.padding: 'divisible' = to its own size
   rounded up to test.size_divisibility, as the released code tests), batched with images of the same
@@ -50,8 +52,10 @@ def predict_folder(config, workdir: str, images: str, step=None, score_thresh: f
   files = image_files(images, IMAGE_SUFFIXES)   # every image decoded once here: a bad file stops before the restore
   if not files:
     raise FileNotFoundError(f"--images={images}: no {'/'.join(IMAGE_SUFFIXES)} files in it")
+  threshold = pictures.predict_threshold(config.test.get("draw_score_thresh", None) if score_thresh is None
+                                         else score_thresh, workdir)
   if exported:
-    return predict_exported(config, workdir, images, files, exported, step, score_thresh)
+    return predict_exported(config, workdir, images, files, exported, step, threshold)
   method = get_method(config)
   mesh = sharding.make_mesh()
   state = restore_train_state(config, workdir, method, mesh, step, mode="predict")
@@ -81,18 +85,16 @@ def predict_folder(config, workdir: str, images: str, step=None, score_thresh: f
       name, image = os.path.splitext(files[i])[0], originals[i]
       v = np.asarray(dets.valid[row])
       boxes, scores = np.asarray(dets.boxes[row])[v], np.asarray(dets.scores[row])[v]
-      keep = scores >= score_thresh
-      visualize.draw_boxes(image, boxes[keep], scores[keep], path=os.path.join(out_dir, name + ".png"))
-      lines[i] = odgt.detection_line(name, image.shape[1], image.shape[0], boxes, scores, rounded=False)
+      lines[i] = draw_and_record(out_dir, name, image, boxes, scores, threshold)
   odgt.write(os.path.join(out_dir, "detections.odgt"), [lines[i] for i in sorted(lines)])
   shapes = sorted({s for s, _ in schedule})
-  print(f"Drew detections (score >= {score_thresh}) on {len(files)} images into {out_dir}; test.padding "
+  print(f"Drew detections ({threshold.note}) on {len(files)} images into {out_dir}; test.padding "
         f"{data_cfg.eval_padding!r}: {len(shapes)} padded shapes = {len(shapes)} predict compilations "
         f"({', '.join(f'{h}x{w}' for h, w in shapes)})", flush=True)
   return out_dir
 
 
-def predict_exported(config, workdir: str, images: str, files, exported: str, step, score_thresh: float):
+def predict_exported(config, workdir: str, images: str, files, exported: str, step, threshold):
   """predict_folder's outputs from an exported detector (lla_jax/serving.py), config.test.batch_size
   images per call; the artifact's own contract (detector.json) decides the resize and input size."""
   if step is not None:
@@ -110,10 +112,14 @@ def predict_exported(config, workdir: str, images: str, files, exported: str, st
     dets = serving.detect(artifact, contract, originals)
     for row, (name, image) in enumerate(zip(chunk, originals)):
       boxes, scores = dets["boxes"][row][dets["valid"][row]], dets["scores"][row][dets["valid"][row]]
-      keep = scores >= score_thresh
-      visualize.draw_boxes(image, boxes[keep], scores[keep], path=os.path.join(out_dir, os.path.splitext(name)[0] + ".png"))
-      lines.append(odgt.detection_line(os.path.splitext(name)[0], image.shape[1], image.shape[0], boxes, scores,
-                                       rounded=False))
+      lines.append(draw_and_record(out_dir, os.path.splitext(name)[0], image, boxes, scores, threshold))
   odgt.write(os.path.join(out_dir, "detections.odgt"), lines)
-  print(f"Drew detections of {exported} (score >= {score_thresh}) on {len(files)} images into {out_dir}", flush=True)
+  print(f"Drew detections of {exported} ({threshold.note}) on {len(files)} images into {out_dir}", flush=True)
   return out_dir
+
+
+def draw_and_record(out_dir, name, image, boxes, scores, threshold) -> dict:
+  """Draws one image's detections (pictures.draw_predictions, at `threshold`) into out_dir/<name>.png and
+  returns its odgt line (every detection, original-image pixels, unrounded)."""
+  pictures.save_png(pictures.draw_predictions(image, boxes, scores, threshold, name), os.path.join(out_dir, name + ".png"))
+  return odgt.detection_line(name, image.shape[1], image.shape[0], boxes, scores, rounded=False)

@@ -9,6 +9,8 @@ import sys
 import time
 
 import jax
+import numpy as np
+from PIL import Image
 
 from lla_jax import atomic
 
@@ -18,8 +20,15 @@ def write_json_atomic(path: str, obj, indent=1) -> None:
   atomic.write_json(path, obj, indent=indent)
 
 
+def tensorboard_images(summary_writer, step: int, images: dict, prefix: str = "") -> None:
+  """Writes {tag: (H, W, 3) uint8} to TensorBoard through a tensorboardX SummaryWriter (add_image, HWC)."""
+  for tag, image in images.items():
+    summary_writer.add_image(prefix + tag, np.asarray(image, np.uint8), int(step), dataformats="HWC")
+  summary_writer.flush()
+
+
 class MetricWriter:
-  """Scalars to `workdir/metrics.jsonl` and TensorBoard event files (process 0 only)."""
+  """Scalars to `workdir/metrics.jsonl` and TensorBoard event files, images to TensorBoard (process 0 only)."""
 
   def __init__(self, workdir: str):
     self.active = jax.process_index() == 0
@@ -41,6 +50,13 @@ class MetricWriter:
     self._jsonl.write(json.dumps(row) + "\n")
     self._jsonl.flush()
     self._tb.flush()
+
+  def write_images(self, step: int, images: dict, prefix: str = "") -> None:
+    """{tag: (H, W, 3) uint8 array or the path of a PNG} to TensorBoard (process 0 only)."""
+    if not self.active:
+      return
+    arrays = {tag: np.asarray(Image.open(v).convert("RGB")) if isinstance(v, str) else v for tag, v in images.items()}
+    tensorboard_images(self._tb, step, arrays, prefix)
 
   def close(self):
     if self.active:

@@ -77,7 +77,9 @@ def _common_files(workdir, m, protocol):
     assert f.read() == evaluate.format_table(m) + "\n"
   with open(os.path.join(workdir, "mr_fppi_step0.png"), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-  assert len(os.listdir(os.path.join(workdir, "pictures"))) == 2
+  drawn = sorted(os.listdir(os.path.join(workdir, "pictures")))
+  assert len(drawn) == 3 and "sheet_step0.png" in drawn   # 2 pictures (train.max_pictures) + the contact sheet
+  assert saved["pictures"]["sheet"].endswith("sheet_step0.png") and saved["pictures"]["threshold"] is not None
   return saved
 
 

@@ -151,3 +151,20 @@ def citypersons_gt_from_odgt(lines, ids=None) -> dict:
                     "boxes": np.asarray(full, np.float64).reshape(-1, 4),
                     "vis_boxes": np.asarray(vis, np.float64).reshape(-1, 4), "classes": np.asarray(classes)})
   return citypersons_gt(records)
+
+
+def gt_on_box(gt: dict, box: str) -> dict:
+  """A CityPersons GT dict evaluated on another box type: "full" unchanged; "visible": each annotation's
+  "bbox" (the box the toolbox matches) replaced by its "vis_bbox". "height" and "vis_ratio" stay those of
+  the full box, so every setup selects the same people as on the full boxes and only the box matched
+  changes. Other box types are an error."""
+  if box == "full":
+    return gt
+  if box != "visible":
+    raise ValueError(f"CityPersons evaluation on box type {box!r}: the GT holds full and visible boxes only")
+  out = []
+  for i, a in enumerate(gt["annotations"]):
+    if "vis_bbox" not in a:
+      raise ValueError(f"CityPersons GT annotation {i} (id {a.get('id')}): no 'vis_bbox' to evaluate visible boxes")
+    out.append(dict(a, bbox=list(a["vis_bbox"])))
+  return dict(gt, annotations=out)

@@ -78,3 +78,36 @@ def detections_from_results(results, records) -> list:
     boxes, scores = detections_of(results, rec)
     out.append(detection_line(rec["ID"], rec["width"], rec["height"], boxes, scores))
   return out
+
+
+# The GT box each box type evaluates (CrowdDet / cvpods toolkit `eval_mode`: 0 body = fbox, 1 head = hbox);
+# "visible" evaluates vbox under the body rules.
+BOX_KEYS = {"full": "fbox", "visible": "vbox", "head": "hbox"}
+
+
+def gt_on_box(records, box: str) -> list[dict]:
+  """GT records evaluated on another box type: each GT box's "fbox" (the box the CrowdHuman evaluator
+  reads) replaced by its "vbox" ("visible") or "hbox" ("head"); records unchanged for "full".
+
+  Ignore handling follows CrowdDet's eval modes (CrowdDet lib/evaluate/APMRToolkits/image.py): a box is
+  an ignore region when its tag is not "person" or extra.ignore != 0, and in head mode also when
+  head_attr.ignore != 0 (a head that is not visible); such boxes get extra.ignore = 1 here. A missing
+  vbox / hbox is an error naming the image and the box.
+  """
+  if box not in BOX_KEYS:
+    raise ValueError(f"box type {box!r}: expected one of {', '.join(map(repr, BOX_KEYS))}")
+  if box == "full":
+    return list(records)
+  key, out = BOX_KEYS[box], []
+  for i, rec in enumerate(records):
+    boxes = []
+    for j, b in enumerate(rec.get("gtboxes", [])):
+      if key not in b:
+        raise InputError(f"GT record {i + 1} (ID {rec.get('ID')!r}), gtboxes[{j}]: no {key!r} to evaluate the "
+                         f"{box} boxes on")
+      b = dict(b, fbox=b[key])
+      if box == "head" and (b.get("head_attr") or {}).get("ignore", 0):
+        b["extra"] = dict(b.get("extra") or {}, ignore=1)
+      boxes.append(b)
+    out.append(dict(rec, gtboxes=boxes))
+  return out

@@ -41,7 +41,8 @@ CURVE_SETUPS = ("Reasonable", "Reasonable_small", "Reasonable_occ=heavy", "All")
 class EvalInput:
   """What a protocol evaluates. results: {image index: (boxes (N, 4) xyxy, scores (N,))} in original
   pixels; records / info: the pipeline's (data_pipelines.create_dataset); gt_format: the data set's
-  ('odgt' | 'citypersons_json', data_pipelines/registry.py); det_dir: where detection files go."""
+  ('odgt' | 'citypersons_json', data_pipelines/registry.py); det_dir: where detection files go; box: the
+  box type evaluated (data.box: 'full', 'visible' or 'head'; odgt.gt_on_box, cityjson.gt_on_box)."""
   results: dict
   records: list
   info: dict
@@ -50,6 +51,10 @@ class EvalInput:
   split: str
   step: int
   det_dir: str
+  box: str = "full"
+  # Filled by the CrowdHuman protocol for the pictures (lla_jax/pictures.py): {"gt": GT records on `box`,
+  # "dt": detection records as written, "result": crowdhuman.evaluate's dict}; empty otherwise.
+  crowdhuman: dict = dataclasses.field(default_factory=dict)
 
 
 def finite_or_none(v):
@@ -66,7 +71,19 @@ def _crowdhuman_on(inp: EvalInput):
     raise ValueError(f"CrowdHuman evaluation of {inp.data_name}: the pipeline gives no GT odgt (info['gt_odgt'])")
   dt_lines = odgt.detections_from_results(inp.results, inp.records)
   path = odgt.write(os.path.join(inp.det_dir, f"{inp.split}_step{inp.step}.odgt"), dt_lines)
-  return path, crowdhuman_eval.evaluate(odgt.load(inp.info["gt_odgt"]), dt_lines)
+  gt = crowdhuman_gt(inp)
+  result = crowdhuman_eval.evaluate(gt, dt_lines)
+  inp.crowdhuman.update(gt=gt, dt=dt_lines, result=result)
+  return path, result
+
+
+def crowdhuman_gt(inp: EvalInput) -> list:
+  """The split's GT odgt records on the evaluated box type (odgt.gt_on_box); for a box other than "full"
+  also written to det_dir/{split}_gt_{box}.odgt so that the detection file can be re-evaluated alone."""
+  gt = odgt.gt_on_box(odgt.load(inp.info["gt_odgt"]), inp.box)
+  if inp.box != "full":
+    odgt.write(os.path.join(inp.det_dir, f"{inp.split}_gt_{inp.box}.odgt"), gt)
+  return gt
 
 
 def crowdhuman(inp: EvalInput):
@@ -89,11 +106,17 @@ def citypersons_gt(inp: EvalInput):
     if not inp.info.get("gt_json"):
       raise ValueError("CityPersons evaluation needs the pipeline's info['gt_json'] (the val_gt.json-like GT)")
     gt = citypersons_eval.load_gt(inp.info["gt_json"])
-    return gt, inp.info["gt_json"], cityjson.citypersons_image_ids(gt, records, inp.info["gt_json"])
+    ids = cityjson.citypersons_image_ids(gt, records, inp.info["gt_json"])
+    if inp.box == "full":
+      return gt, inp.info["gt_json"], ids
+    gt = cityjson.gt_on_box(gt, inp.box)
+    return gt, cityjson.write(os.path.join(inp.det_dir, f"{inp.split}_gt_{inp.box}.json"), gt), ids
   if not inp.info.get("gt_odgt"):
     raise ValueError(f"CityPersons evaluation of {inp.data_name}: the pipeline gives no GT odgt")
   gt = cityjson.citypersons_gt_from_odgt(odgt.load(inp.info["gt_odgt"]), ids=[rec["ID"] for rec in records])
-  path = cityjson.write(os.path.join(inp.det_dir, f"{inp.split}_gt.json"), gt)
+  gt = cityjson.gt_on_box(gt, inp.box)
+  suffix = "" if inp.box == "full" else f"_{inp.box}"
+  path = cityjson.write(os.path.join(inp.det_dir, f"{inp.split}_gt{suffix}.json"), gt)
   return gt, path, [i + 1 for i in range(len(records))]
 
 

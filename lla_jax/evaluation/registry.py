@@ -20,11 +20,12 @@ from lla_jax.registry import Registry
 @dataclasses.dataclass(frozen=True)
 class Evaluator:
   """run(EvalInput) -> (metrics dict, {curve label: (fppi, miss, MR)}); table(metrics) -> the protocol's
-  lines of the printed metric table. metrics holds at least "MR" (the best-checkpoint criterion) and may
+  lines of the printed metric table; boxes: the box types (data.box) it evaluates. metrics holds at least "MR" (the best-checkpoint criterion) and may
   set "AP", "Recall", "JI" (None where undefined), "setups" ({iou: {setup: MR}}) and file paths."""
   name: str
   run: Callable
   table: Callable
+  boxes: tuple = ("full",)   # the data.box types run() evaluates (EvalInput.box)
 
 
 _EVALUATORS = Registry("evaluator")
@@ -45,6 +46,6 @@ def get(name: str) -> Evaluator:
   return _EVALUATORS.get(name)
 
 
-register(Evaluator("crowdhuman", protocols.crowdhuman, protocols.crowdhuman_table))
-register(Evaluator("citypersons", protocols.citypersons, protocols.citypersons_table))
+register(Evaluator("crowdhuman", protocols.crowdhuman, protocols.crowdhuman_table, boxes=("full", "visible", "head")))
+register(Evaluator("citypersons", protocols.citypersons, protocols.citypersons_table, boxes=("full", "visible")))
 register(Evaluator("caltech", protocols.caltech, protocols.caltech_table))

@@ -301,3 +301,37 @@ def test_augment_default_and_bad_choice(data_dir):
     data_pipelines.create_dataset(make_cfg(data_dir, augment="mosaic"), "val", 2, False, 0)
   with pytest.raises(ValueError, match=r"data.augment 'alfnet' \(data set 'synthetic_crowds'\) needs data.train_size"):
     numpy_source.create_dataset(make_cfg(data_dir, augment="alfnet"), "val", 2, False, 0)
+
+
+@pytest.mark.parametrize("box,key", [("visible", "vbox"), ("head", "hbox")])
+def test_box_choice_both_sources(data_dir, box, key):
+  """data.box serves the builder's vbox / hbox in both sources, identically, scaled like the full boxes;
+  'full' (the default) is the fbox of before."""
+  cfg = make_cfg(data_dir, min_size=H, box=box)
+  x = next(input_pipeline.create_dataset(cfg, "val", 4, False, 0)[0])
+  y = next(numpy_source.create_dataset(cfg, "val", 4, False, 0)[0])
+  full = next(numpy_source.create_dataset(make_cfg(data_dir, min_size=H), "val", 4, False, 0)[0])
+  for k in ("gt_boxes", "gt_classes", "gt_valid"):
+    np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+  for row in range(4):
+    ex, fbox, classes = rendered_gt("val", row)
+    want = ex[key][:, :2], ex[key][:, :2] + ex[key][:, 2:]
+    boxes, keep, _ = transforms.clip_and_drop(np.concatenate(want, 1).astype(np.float32), classes, H, W)
+    v = y["gt_valid"][row]
+    np.testing.assert_allclose(y["gt_boxes"][row][v], boxes, atol=1e-4)
+    kept_full, _, _ = transforms.clip_and_drop(fbox.astype(np.float32), classes, H, W)
+    np.testing.assert_allclose(full["gt_boxes"][row][full["gt_valid"][row]], kept_full, atol=1e-4)
+
+
+def test_box_choice_errors(data_dir):
+  """A box type the data set does not have is an error naming the data set and its choices."""
+  with pytest.raises(ValueError, match=r"data.box='torso': data set 'synthetic_crowds' has the box types "
+                                       r"'full', 'visible', 'head'"):
+    data_pipelines.create_dataset(make_cfg(data_dir, box="torso"), "val", 2, False, 0)
+  from data_pipelines import registry
+  cfg = make_cfg(data_dir, box="head")
+  cfg.name = "citypersons"
+  with pytest.raises(ValueError, match=r"data set 'citypersons' has the box types 'full', 'visible'$"):
+    registry.box_key(cfg)
+  cfg.box = None
+  assert registry.box_key(cfg) == "fbox"
