@@ -262,10 +262,12 @@ def orientation_buckets(records, data_cfg) -> tuple[np.ndarray, tuple]:
   return landscape, tuple(pads)
 
 
-def _bucketed_train(tf, ds, data_cfg, records, batch_size, seed, process_index, process_count, shard, where):
+def _bucketed_train(tf, ds, data_cfg, records, batch_size, seed, process_index, process_count, shard, where,
+                    skip_batches=0):
   """Training batches from one stream per orientation bucket; which bucket feeds each batch comes from
   a seeded random stream (same on every process, in proportion to the split's bucket sizes), so all
-  processes pad a step's batch alike."""
+  processes pad a step's batch alike. skip_batches: the first batches of the choice stream are dropped,
+  and each bucket's stream skips the examples those batches took from it, before the random map."""
   landscape, pads = orientation_buckets(records, data_cfg)
   frac = float(landscape.mean())
   mine = landscape[shard[0]:shard[1]]
@@ -275,11 +277,20 @@ def _bucketed_train(tf, ds, data_cfg, records, batch_size, seed, process_index, 
       raise ValueError(f"{where}: data.buckets needs landscape and portrait images in every process's shard; images "
                        f"{shard[0]}..{shard[1] - 1} have no {('landscape', 'portrait')[b]} one. Set data.buckets=False")
   table = tf.constant(landscape)
+  scale = 1 << 20
+  choice = tf.data.Dataset.random(seed=seed).map(
+      lambda x: tf.cast(x % scale >= int(round(frac * scale)), tf.int64))
+  taken = np.zeros(2, np.int64)   # batches the skipped steps took from each bucket
+  if skip_batches and len(used) == 2:
+    taken += np.bincount(np.fromiter(choice.take(skip_batches).as_numpy_iterator(), np.int64), minlength=2)
+  elif skip_batches:
+    taken[used[0]] = skip_batches
   streams = []
   for b in used:
     preprocess = make_preprocess(tf, data_cfg, pads[b])
     sub = ds.filter(lambda ex, want=(b == 0): tf.equal(tf.gather(table, ex["image/index"]), want))
     sub = sub.shuffle(data_cfg.shuffle_buffer, seed=seed + b, reshuffle_each_iteration=True).repeat().enumerate()
+    sub = sub.skip(int(taken[b]) * batch_size)
     key = lambda count, b=b: tf.stack([tf.constant(seed, tf.int64), (count * 2 + b) * process_count + process_index])
     sub = sub.map(lambda count, ex, key=key, pre=preprocess: pre(
         ex, tf.random.stateless_uniform([], seed=key(count)) < data_cfg.flip_prob),
@@ -288,14 +299,11 @@ def _bucketed_train(tf, ds, data_cfg, records, batch_size, seed, process_index, 
   logging.info("%s: buckets landscape %s (%.0f%% of the images), portrait %s", where, pads[0], 100 * frac, pads[1])
   if len(streams) == 1:
     return streams[0]
-  scale = 1 << 20
-  choice = tf.data.Dataset.random(seed=seed).map(
-      lambda x: tf.cast(x % scale >= int(round(frac * scale)), tf.int64))
-  return tf.data.Dataset.choose_from_datasets(streams, choice)
+  return tf.data.Dataset.choose_from_datasets(streams, choice.skip(skip_batches))
 
 
 def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int, process_index: int = 0,
-                   process_count: int = 1):
+                   process_count: int = 1, skip_batches: int = 0):
   """(iterator of Batch dicts, info) for `split` of data_cfg.name; batch_size images per process.
 
   Train: shuffled (files and a data.shuffle_buffer, seeded), repeated forever, random augmentation
@@ -306,9 +314,11 @@ def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int
   padded to data.eval_size), ceil(ceil(N / process_count) / batch_size) batches on every process,
   the tail filled with image_id -1 images. This process reads its contiguous shard of the files
   (tfds.split_for_jax_process). Random draws come from stateless generators keyed by (seed, position
-  in the stream, process): the stream is reproducible. info: "num_images", "records", "gt_odgt" (gt_format
-  'odgt'; else None), "gt_json" (gt_format 'citypersons_json'; else None), "stats", "max_boxes" (and
-  "max_boxes_clipped" / "num_train_images").
+  in the stream, process): the stream is reproducible, and skip_batches > 0 (a resumed run) drops the first
+  skip_batches * batch_size examples of the shuffled stream before the random map, so the rest is the same
+  examples with the same draws as in the full stream (the skipped ones are read, not decoded).
+  info: "num_images", "records", "gt_odgt" (gt_format 'odgt'; else None), "gt_json" (gt_format
+  'citypersons_json'; else None), "stats", "max_boxes" (and "max_boxes_clipped" / "num_train_images").
   """
   tf = image_files.tensorflow()
   data_dir = settings.resolve_data_dir(data_cfg)
@@ -331,12 +341,13 @@ def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int
   parallel = data_cfg.num_parallel_calls
   if train and not alfnet and data_cfg.get("buckets", False):
     ds = _bucketed_train(tf, ds, data_cfg, records, batch_size, seed, process_index, process_count, (start, end),
-                         where)
+                         where, skip_batches)
   elif train:
     if alfnet:  # ALFNet trains only on images with GT (upstream generate_data.py skips the others)
       table = tf.constant(gt.has_gt)
       ds = ds.filter(lambda ex: tf.gather(table, ex["image/index"]))
     ds = ds.shuffle(data_cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat().enumerate()
+    ds = ds.skip(int(skip_batches) * batch_size)   # resume: positions (and so the draws' keys) continue
     # Draws keyed by (seed, position in this process's stream, process): reproducible, and independent
     # across processes (a single process keys by (seed, position)).
     key = lambda count: tf.stack([tf.constant(seed, tf.int64), count * process_count + process_index])
