@@ -267,7 +267,7 @@ def _train_steps(tr, state, train_step, rng, batches, start, total, ckpt_every, 
         report(*pending)
         pending = None
       consecutive = int(jax.device_get(metrics[nonfinite.CONSECUTIVE])) if save_due or stopping else 0
-      if save_due and consecutive == 0:
+      if (save_due or stopping) and consecutive == 0:
         checkpoints.save(step, state, wait=False)   # atomic: the step folder appears when complete
         save_due = False
       if stopping:
