@@ -39,8 +39,12 @@ def main(argv):
     distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   except ValueError as e:   # inconsistent distributed flags
     raise app.UsageError(str(e))
-  cli.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, step=FLAGS.step, images=FLAGS.images, exported=FLAGS.exported,
-          config_name=config_flags.get_config_filename(FLAGS["config"]))
+  from lla_jax import checkpointing, nonfinite
+  try:
+    cli.run(FLAGS.config, FLAGS.workdir, FLAGS.mode, step=FLAGS.step, images=FLAGS.images, exported=FLAGS.exported,
+            config_name=config_flags.get_config_filename(FLAGS["config"]))
+  except (checkpointing.CheckpointError, nonfinite.NonfiniteError) as e:   # a message, not a stack trace
+    sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -115,6 +115,9 @@ def get_common_config():
   tr.eval_every = 0               # evaluate every N steps, keep the best val MR in workdir/best (0: only at the end)
   tr.param_sharding = "replicated"  # replicated (data parallel) | fsdp (parameters and optimizer state split over devices)
   tr.fsdp_min_size = 65536        # fsdp: arrays with fewer elements stay replicated
+  tr.max_nonfinite_steps = 5      # stop after this many skipped (NaN / Inf loss or gradient) steps in a row; 0: never
+  tr.profile_steps = ()           # (first, last): a jax.profiler trace of these steps into workdir/profile; (): off
+  tr.test_nan_at_steps = ()       # TEST ONLY: steps whose loss is replaced by NaN (exercises the non-finite guard)
 
   # --mode=convert (lla_jax/convert.py): a weights file -> checkpoint `step` in the workdir.
   c.convert = cv = ml_collections.ConfigDict()

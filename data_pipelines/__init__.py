@@ -22,13 +22,17 @@ from __future__ import annotations
 
 
 def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int, process_index: int = 0,
-                   process_count: int = 1):
+                   process_count: int = 1, skip_batches: int = 0):
   """(iterator of Batch dicts, info) for `split`; batch_size is the per-process batch. See the module doc.
+  Training: skip_batches > 0 starts the stream after that many batches (a resumed run continues the stream
+  of the run it resumes: same batches, same augmentation draws), without reading the skipped images.
   The sources are imported here, not at the top, so that importing the package loads no TFDS."""
   if data_cfg.source == "tfds":
     from data_pipelines import input_pipeline
-    return input_pipeline.create_dataset(data_cfg, split, batch_size, train, seed, process_index, process_count)
+    return input_pipeline.create_dataset(data_cfg, split, batch_size, train, seed, process_index, process_count,
+                                         skip_batches)
   if data_cfg.source == "numpy":
     from data_pipelines import numpy_source
-    return numpy_source.create_dataset(data_cfg, split, batch_size, train, seed, process_index, process_count)
+    return numpy_source.create_dataset(data_cfg, split, batch_size, train, seed, process_index, process_count,
+                                       skip_batches)
   raise ValueError(f"data.source must be 'tfds' or 'numpy', got {data_cfg.source!r}")

@@ -283,10 +283,12 @@ def train_buckets(records, data_cfg, shards) -> tuple[np.ndarray, list, list]:
   return bucket, pads, [f"{h}x{w}" for h, w in pads]
 
 
-def _bucketed_train(tf, ds, data_cfg, records, batch_size, seed, process_index, process_count, shard, where):
+def _bucketed_train(tf, ds, data_cfg, records, batch_size, seed, process_index, process_count, shard, where,
+                    skip_batches=0):
   """Training batches from one stream per bucket (`train_buckets`); which bucket feeds each batch comes
   from a seeded random stream (same on every process, in proportion to the split's bucket sizes), so all
-  processes pad a step's batch alike."""
+  processes pad a step's batch alike. skip_batches: the first batches of the choice stream are dropped,
+  and each bucket's stream skips the examples those batches took from it, before the random map."""
   shards = [transforms.shard_range(len(records), p, process_count) for p in range(process_count)]
   bucket, pads, names = train_buckets(records, data_cfg, shards)
   share = np.bincount(bucket, minlength=len(pads)) / max(len(bucket), 1)
@@ -298,11 +300,20 @@ def _bucketed_train(tf, ds, data_cfg, records, batch_size, seed, process_index, 
                        f"{shard[0]}..{shard[1] - 1} have no {names[b]} one. Set data.buckets=False")
   table = tf.constant(bucket)
   nb = max(len(pads), 2)
+  scale = 1 << 20
+  bounds = [int(round(v * scale)) for v in np.cumsum(share[used])[:-1]]
+  # The stream index (into `used`) of each batch.
+  choice = tf.data.Dataset.random(seed=seed).map(
+      lambda x: tf.add_n([tf.cast(x % scale >= t, tf.int64) for t in bounds]) if bounds else tf.zeros([], tf.int64))
+  taken = np.zeros(len(used), np.int64)   # batches the skipped steps took from each stream
+  if skip_batches:
+    taken += np.bincount(np.fromiter(choice.take(skip_batches).as_numpy_iterator(), np.int64), minlength=len(used))
   streams = []
-  for b in used:
+  for k, b in enumerate(used):
     preprocess = make_preprocess(tf, data_cfg, pads[b])
     sub = ds.filter(lambda ex, want=b: tf.equal(tf.gather(table, ex["image/index"]), want))
     sub = sub.shuffle(data_cfg.shuffle_buffer, seed=seed + b, reshuffle_each_iteration=True).repeat().enumerate()
+    sub = sub.skip(int(taken[k]) * batch_size)
     key = lambda count, b=b: tf.stack([tf.constant(seed, tf.int64), (count * nb + b) * process_count + process_index])
     sub = sub.map(lambda count, ex, key=key, pre=preprocess: pre(
         ex, tf.random.stateless_uniform([], seed=key(count)) < data_cfg.flip_prob),
@@ -312,11 +323,7 @@ def _bucketed_train(tf, ds, data_cfg, records, batch_size, seed, process_index, 
                                                   for b in used))
   if len(streams) == 1:
     return streams[0]
-  scale = 1 << 20
-  bounds = [int(round(v * scale)) for v in np.cumsum(share[used])[:-1]]
-  choice = tf.data.Dataset.random(seed=seed).map(
-      lambda x: tf.add_n([tf.cast(x % scale >= t, tf.int64) for t in bounds]))
-  return tf.data.Dataset.choose_from_datasets(streams, choice)
+  return tf.data.Dataset.choose_from_datasets(streams, choice.skip(skip_batches))
 
 
 def _eval_batches(tf, ds, data_cfg, alfnet: bool, schedule: list, batch_size: int, num_records: int):
@@ -347,7 +354,7 @@ def _eval_batches(tf, ds, data_cfg, alfnet: bool, schedule: list, batch_size: in
 
 
 def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int, process_index: int = 0,
-                   process_count: int = 1):
+                   process_count: int = 1, skip_batches: int = 0):
   """(iterator of Batch dicts, info) for `split` of data_cfg.name; batch_size images per process.
 
   Train: shuffled (files and a data.shuffle_buffer, seeded), repeated forever, random augmentation
@@ -358,9 +365,11 @@ def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int
   padded to data.eval_size), ceil(ceil(N / process_count) / batch_size) batches on every process,
   the tail filled with image_id -1 images. This process reads its contiguous shard of the files
   (tfds.split_for_jax_process). Random draws come from stateless generators keyed by (seed, position
-  in the stream, process): the stream is reproducible. info: "num_images", "records", "gt_odgt" (gt_format
-  'odgt'; else None), "gt_json" (gt_format 'citypersons_json'; else None), "stats", "max_boxes" (and
-  "max_boxes_clipped" / "num_train_images").
+  in the stream, process): the stream is reproducible, and skip_batches > 0 (a resumed run) drops the first
+  skip_batches * batch_size examples of the shuffled stream before the random map, so the rest is the same
+  examples with the same draws as in the full stream (the skipped ones are read, not decoded).
+  info: "num_images", "records", "gt_odgt" (gt_format 'odgt'; else None), "gt_json" (gt_format
+  'citypersons_json'; else None), "stats", "max_boxes" (and "max_boxes_clipped" / "num_train_images").
   """
   tf = image_files.tensorflow()
   data_dir = settings.resolve_data_dir(data_cfg)
@@ -383,12 +392,13 @@ def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int
   parallel = data_cfg.num_parallel_calls
   if train and not alfnet and data_cfg.get("buckets", False):
     ds = _bucketed_train(tf, ds, data_cfg, records, batch_size, seed, process_index, process_count, (start, end),
-                         where)
+                         where, skip_batches)
   elif train:
     if alfnet:  # ALFNet trains only on images with GT (upstream generate_data.py skips the others)
       table = tf.constant(gt.has_gt)
       ds = ds.filter(lambda ex: tf.gather(table, ex["image/index"]))
     ds = ds.shuffle(data_cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat().enumerate()
+    ds = ds.skip(int(skip_batches) * batch_size)   # resume: positions (and so the draws' keys) continue
     # Draws keyed by (seed, position in this process's stream, process): reproducible, and independent
     # across processes (a single process keys by (seed, position)).
     key = lambda count: tf.stack([tf.constant(seed, tf.int64), count * process_count + process_index])

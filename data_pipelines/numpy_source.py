@@ -51,8 +51,10 @@ def split_gt(data_cfg, split: str) -> tuple[str, list[dict]]:
 
 
 def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int, process_index: int = 0,
-                   process_count: int = 1):
-  """(iterator of Batch dicts, info), as input_pipeline.create_dataset, for a data set with numpy_source."""
+                   process_count: int = 1, skip_batches: int = 0):
+  """(iterator of Batch dicts, info), as input_pipeline.create_dataset, for a data set with numpy_source.
+  Training: the stream starts after skip_batches * batch_size slots, the same slots (image, flip or ALFNet
+  draws) the full stream has there, found arithmetically (no image of a skipped slot is rendered)."""
   served = [n for n in registry.names() if registry.get(n).numpy_source]
   if data_cfg.name not in served:
     registry.get(data_cfg.name)  # an unknown name: the error lists the registered ones
@@ -75,8 +77,14 @@ def create_dataset(data_cfg, split: str, batch_size: int, train: bool, seed: int
     if train:
       rng = np.random.default_rng([seed, process_index, 1])
       usable = np.arange(start, end)[gt.has_gt[start:end]] if alfnet else np.arange(start, end)
-      for epoch in itertools.count():  # batches may straddle epochs, as with shuffle().repeat().batch()
-        for i in np.random.default_rng([seed, process_index, 0, epoch]).permutation(usable):
+      draws = transforms.NUM_DRAWS if alfnet else 1          # uniforms per slot from `rng`
+      skip = int(skip_batches) * batch_size
+      first_epoch, offset = divmod(skip, max(len(usable), 1))
+      for done in range(0, skip * draws, 1 << 20):          # the skipped slots' draws, in bounded chunks
+        rng.random(min(1 << 20, skip * draws - done))
+      for epoch in itertools.count(first_epoch):  # batches may straddle epochs, as with shuffle().repeat().batch()
+        order = np.random.default_rng([seed, process_index, 0, epoch]).permutation(usable)
+        for i in order[offset if epoch == first_epoch else 0:]:
           yield int(i), (rng.random(transforms.NUM_DRAWS) if alfnet else bool(rng.random() < data_cfg.flip_prob)), None
     else:
       for shape, indices in info["schedule"]:

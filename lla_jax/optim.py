@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from lla_jax import nonfinite
+
 
 def scaled_train_config(tr: ml_collections.ConfigDict) -> dict:
   """The linear scaling rule for a global batch B (Goyal et al. 2017, as cvpods applies it to its
@@ -54,8 +56,9 @@ def config_schedule(tr: ml_collections.ConfigDict):
 
 
 def make_optimizer(config, method, params):
-  """SGD with momentum (or Adam), weight decay on the method's decay mask, frozen params untouched.
-  Returns (optax transformation, schedule)."""
+  """SGD with momentum (or Adam), weight decay on the method's decay mask, frozen params untouched, the
+  whole chain inside nonfinite.skip_nonfinite (optax.apply_if_finite: an update with a NaN / Inf gradient
+  is skipped and counted). Returns (optax transformation, schedule)."""
   tr = config.train
   schedule = config_schedule(tr)
   kind = tr.get("optimizer", "sgd")
@@ -70,4 +73,50 @@ def make_optimizer(config, method, params):
   if tr.get("grad_clip", 0.0):
     tx = optax.chain(optax.clip_by_global_norm(tr.grad_clip), tx)
   labels = jax.tree.map(lambda t: "train" if t else "frozen", method.trainable(params))
-  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels), schedule
+  tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+  return skip_nonfinite(tx), schedule
+
+
+class _SkippingUpdate:
+  """The update function of skip_nonfinite(tx): callable as an optax update, plus `apply`."""
+
+  def __init__(self, tx: optax.GradientTransformation):
+    self.inner = tx
+    # apply_if_finite around a transformation that returns what `apply` computed outside the library's cond.
+    self.guard = nonfinite.skip_nonfinite(optax.GradientTransformationExtraArgs(
+        init=tx.init, update=lambda updates, state, params=None, computed=None: computed))
+
+  def __call__(self, grads, state, params=None):
+    return self.guard.update(grads, state, params, computed=self.inner.update(grads, state.inner_state, params))
+
+  def apply(self, grads, state, params, loss=None):
+    """(params, state) after one step: params + the inner update where every gradient and `loss` are finite,
+    else the old params; state as __call__ gives it. The loss is checked with the gradients by the same
+    apply_if_finite (not by poisoning the gradients with a select, which changes XLA's fusion of the
+    backward pass and so the numbers of every finite step)."""
+    updates, inner_state = self.inner.update(grads, state.inner_state, params)
+    candidate = optax.apply_updates(params, updates)
+    checked = (grads, loss)
+    _, state = self.guard.update(checked, state, params, computed=(checked, inner_state))
+    finite = nonfinite.step_was_finite(state)
+    return jax.tree.map(lambda new, old: jnp.where(finite, new, old), candidate, params), state
+
+
+def skip_nonfinite(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+  """nonfinite.skip_nonfinite(tx) (optax.apply_if_finite: the same state, decisions and counts) whose inner
+  update is computed outside the library's lax.cond and only selected inside it. With
+  `apply_skipping` the new parameters are also computed outside it: XLA then fuses the optimizer
+  arithmetic as without the wrapper, and a run without non-finite steps gives bit-identical parameters
+  (inside a conditional branch the fusion differs and the parameters drift by float rounding)."""
+  update = _SkippingUpdate(tx)
+  return optax.GradientTransformation(update.guard.init, update)
+
+
+def apply_skipping(tx: optax.GradientTransformation, grads, opt_state, params, loss=None):
+  """(new params, new opt_state) of one step of skip_nonfinite's `tx`, skipped when a gradient or the scalar
+  `loss` is not finite (for any other optax `tx`: a plain step)."""
+  if isinstance(tx.update, _SkippingUpdate):
+    return tx.update.apply(grads, opt_state, params, loss)
+  updates, opt_state = tx.update(nonfinite.poison_if_nonfinite(loss, grads) if loss is not None else grads,
+                                 opt_state, params)
+  return optax.apply_updates(params, updates), opt_state

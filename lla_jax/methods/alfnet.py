@@ -26,9 +26,10 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from lla_jax import boxes as box_ops
-from lla_jax import losses, optim, postprocess, priors
+from lla_jax import losses, nonfinite, optim, postprocess, priors
 from lla_jax.assigners import alf as alf_assigner
 from lla_jax.methods.base import Method
 from lla_jax.models import alfnet as alfnet_model
@@ -250,7 +251,7 @@ class AlternatingState(NamedTuple):
 
 
 class AlternatingStep(NamedTuple):
-  init: Callable          # init(params) -> AlternatingState
+  init: Callable          # init(params) -> optax.ApplyIfFiniteState around an AlternatingState
   step: Callable          # step(params, opt_state, model_state, batch, rng)
   #                         -> (params, opt_state, model_state, metrics)
 
@@ -313,12 +314,27 @@ def alternating_update(config, model, trainable) -> AlternatingStep:
         lambda path, _: alfnet_model.head_step([getattr(k, "key", str(k)) for k in path]) or 0, params)
     return jax.tree_util.tree_map(lambda ok, s: bool(ok) and s in (0, t), trainable(params), owner)
 
-  def init(params):
+  def inner_init(params):
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
     return AlternatingState(jnp.zeros((), jnp.int32), (zeros,) * num_steps, (zeros,) * num_steps)
 
+  # The batch's T updates are one skippable update: optax.apply_if_finite (nonfinite.skip_nonfinite) sees
+  # the whole change of the parameters and the summed loss (NaN when any step loss was not finite), keeps the old
+  # AlternatingState (moments, iteration counter) and counts the skip when it is not finite.
+  guard = nonfinite.skip_nonfinite(optax.GradientTransformationExtraArgs(
+      init=inner_init, update=lambda updates, state, params=None, new_state=None: (updates, new_state)))
+
   def step(params, opt_state, model_state, batch, rng):
+    """opt_state: ApplyIfFiniteState around the AlternatingState."""
     del rng
+    new_params, inner, model_state, metrics = alternating_updates(params, opt_state.inner_state, model_state, batch)
+    change = jax.tree_util.tree_map(jnp.subtract, new_params, params)
+    _, opt_state = guard.update((change, metrics["loss"]), opt_state, params, new_state=inner)
+    finite = nonfinite.step_was_finite(opt_state)
+    params = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_params, params)
+    return params, opt_state, model_state, metrics
+
+  def alternating_updates(params, opt_state, model_state, batch):
     images, image_size = batch["image"], batch["image_size"]
     anchors = jnp.asarray(anchors_for(cfg, *images.shape[1:3]))
     base = anchors                                       # B^{t-2}, refined by the step-(t-1) deltas
@@ -348,4 +364,4 @@ def alternating_update(config, model, trainable) -> AlternatingStep:
     metrics["loss"] = sum(metrics[f"cls_{t}"] + metrics[f"reg_{t}"] for t in range(1, num_steps + 1))
     return params, AlternatingState(iterations, tuple(ms), tuple(vs)), model_state, metrics
 
-  return AlternatingStep(init=init, step=step)
+  return AlternatingStep(init=guard.init, step=step)

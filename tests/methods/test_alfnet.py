@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs.alfnet import alfnet_config
-from lla_jax import priors
+from lla_jax import nonfinite, priors
 from lla_jax.evaluation import cityjson
 from lla_jax.methods import alfnet as alf_method
 from lla_jax.models import alfnet as alf_model
@@ -151,7 +151,7 @@ def test_predict_and_alternating_step():
   alt = alf_method.make_alternating_step(c, backbone=TinyBackbone())
   opt = alt.init(params)
   new, opt2, _, metrics = jax.jit(alt.step)(params, opt, state, batch, None)
-  assert int(opt2.iterations) == 2 and set(metrics) >= {"cls_1", "reg_1", "cls_2", "reg_2", "loss"}
+  assert int(opt2.inner_state.iterations) == 2 and set(metrics) >= {"cls_1", "reg_1", "cls_2", "reg_2", "loss"}
   # The step-1 CPBs move only in update 1 (iteration 1): one Keras-Adam step on the step-1 loss alone.
   model = alf_model.from_config(c, TinyBackbone())
 
@@ -165,10 +165,18 @@ def test_predict_and_alternating_step():
   lr_t = 1e-4 * math.sqrt(1 - 0.999) / (1 - 0.9)
   want = p0 - lr_t * (0.1 * g) / (jnp.sqrt(0.001 * g * g) + 1e-8)
   np.testing.assert_allclose(new["pred0_1"]["rpn_class"]["kernel"], want, rtol=1e-4, atol=1e-9)
-  np.testing.assert_allclose(opt2.m[0]["pred0_1"]["rpn_class"]["kernel"], 0.1 * g, rtol=1e-4, atol=1e-12)
+  np.testing.assert_allclose(opt2.inner_state.m[0]["pred0_1"]["rpn_class"]["kernel"], 0.1 * g, rtol=1e-4, atol=1e-12)
   # Step-2 CPBs: untouched by update 1 (moments of step model 1 stay zero), moved by update 2.
-  assert float(jnp.abs(opt2.m[0]["pred0_2"]["conv"]["kernel"]).sum()) == 0
+  assert float(jnp.abs(opt2.inner_state.m[0]["pred0_2"]["conv"]["kernel"]).sum()) == 0
   assert float(jnp.abs(new["pred0_2"]["conv"]["kernel"] - params["pred0_2"]["conv"]["kernel"]).sum()) > 0
+  # A batch whose loss is NaN is skipped as a whole: the T updates' parameters, moments and iteration
+  # counter are dropped, and the skip is counted (optax.apply_if_finite around the batch's change).
+  bad = dict(batch, image=np.full_like(np.asarray(batch["image"]), np.nan))
+  new3, opt3, _, metrics3 = jax.jit(alt.step)(new, opt2, state, bad, None)
+  assert not np.isfinite(float(metrics3["loss"]))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, new3, new)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, opt3.inner_state, opt2.inner_state)
+  assert {k: int(v) for k, v in nonfinite.counts(opt3).items()} == {"nonfinite_skipped": 1, "nonfinite_consecutive": 1}
   # With the switch on, the joint Method.loss refuses to run instead of silently training the other mode.
   c.alfnet.alternating = True
   with pytest.raises(NotImplementedError, match="Method.update"):
@@ -190,13 +198,14 @@ def test_alternating_mode_through_the_train_step():
   with jax.default_prng_impl("unsafe_rbg"):   # threefry makes the Flax init compile ~8x slower on CPU
     state, tx, schedule = train_state.create_train_state(c, method, mesh)
   params0 = jax.device_get(state.params)
-  assert isinstance(state.opt_state, alf_method.AlternatingState)
+  assert isinstance(state.opt_state.inner_state, alf_method.AlternatingState)
   batch = {k: np.asarray(v) for k, v in _batch(np.random.default_rng(5)).items()}
   alt = alf_method.make_alternating_step(c, backbone=TinyBackbone())
   want, want_opt, _, want_metrics = jax.jit(alt.step)(params0, alt.init(params0), {}, batch, None)
   step = train.make_train_step(method, tx, schedule, mesh)
   new_state, metrics = step(state, sharding.shard_batch(batch, mesh), jax.random.key(0))
-  assert int(new_state.step) == 1 and int(new_state.opt_state.iterations) == int(want_opt.iterations) == 2
+  assert int(new_state.step) == 1
+  assert int(new_state.opt_state.inner_state.iterations) == int(want_opt.inner_state.iterations) == 2
   assert float(metrics["loss"]) == pytest.approx(float(want_metrics["loss"]), rel=1e-6)
   got = jax.device_get(new_state.params)
   moved = jax.tree_util.tree_map(lambda a, b: float(np.abs(a - b).max()), got, params0)
@@ -284,7 +293,7 @@ def test_mobilenet_batch_stats_and_alternating():
   batch = _batch(np.random.default_rng(4))
   alt = alf_method.make_alternating_step(c)
   new, opt, new_state, metrics = jax.jit(alt.step)(params, alt.init(params), state, batch, None)
-  assert int(opt.iterations) == 2 and np.isfinite(float(metrics["loss"]))
+  assert int(opt.inner_state.iterations) == 2 and np.isfinite(float(metrics["loss"]))
   moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).sum()), state, new_state)
   assert sum(jax.tree_util.tree_leaves(moved)) > 0
   np.testing.assert_array_equal(new["backbone"]["conv1"]["kernel"], params["backbone"]["conv1"]["kernel"])
