@@ -39,6 +39,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from lla_jax import host_memory
+  host_memory.keep_freed_memory()   # first: before any library starts threads (lla_jax/host_memory.py)
   from lla_jax.cli import ConfigOverrideError, check_overrides
   try:
     check_overrides(sys.argv[1:])
