@@ -48,6 +48,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from lla_jax import host_memory
+  host_memory.keep_freed_memory()   # first: before any library starts threads (lla_jax/host_memory.py)
   from lla_jax.cli import check_overrides
   from lla_jax.errors import BadInputError
   try:   # a bad file or value of the user's (config, overrides, weights, images): its message, no stack trace

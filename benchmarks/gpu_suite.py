@@ -12,12 +12,17 @@ Sections (each runs on its own; a failing section is recorded with its error and
   predict   images/s of the jitted predict function (forward + decode + NMS) at the lla_r50 shapes
   evaluate  CrowdHuman evaluator (AP, MR, Recall, JI) on a synthetic 4370-image val-scale set (host CPU)
 
+--table adds the paper's table in miniature (lla_jax.compare --preset=paper: every method of compare.METHODS,
+3000 steps x 3 seeds, scored on 500 synthetic val images; numpy data source, no TensorFlow) after the sections,
+written into DIR/table/ and summarised as one row per method (mean and sample spread over the seeds). It is
+long: minutes per method and seed (see the README's estimate), so it is not part of the default run.
+
 --smoke shrinks every shape (tiny ResNet-18 quick-start model at 128 x 128, a few GTs, 50 images): seconds to a
 minute on a CPU; tests/test_gpu_suite.py runs it. No TensorFlow anywhere. The train and predict sections build
 their config with configs/ (ml_collections, imported there, not here): without ml_collections installed those
 two sections are recorded as skipped and the rest still run.
 
-  python benchmarks/gpu_suite.py [--out DIR] [--smoke] [--sections train assign nms predict evaluate]
+  python benchmarks/gpu_suite.py [--out DIR] [--smoke] [--sections train assign nms predict evaluate] [--table]
 """
 from __future__ import annotations
 
@@ -50,9 +55,13 @@ from tests.reference import nms_loop  # noqa: E402
 SECTIONS = ("train", "assign", "nms", "predict", "evaluate")
 FULL = dict(train_presets=("lla_r50",), dtypes=("float32", "bfloat16"), steps=5, assign_hw=(800, 1408),
             assign_batch=16, assign_boxes=(100, 500), nms_cases=((5000, 300), (20000, 2000)), repeats=5,
-            eval_images=4370)
+            eval_images=4370, table_args=())
+# The smoke table: two methods x two seeds, two steps each, on 16 train / 8 val images.
+SMOKE_TABLE = ("--methods", "LLA,FCOS", "--seeds", "0,1", "--steps", "2", "--set", "data.num_train_images=16",
+               "--set", "data.num_val_images=8")
 SMOKE = dict(train_presets=("smoke",), dtypes=("float32",), steps=1, assign_hw=(128, 128), assign_batch=2,
-             assign_boxes=(4, 8), nms_cases=((300, 20),), repeats=1, eval_images=50)
+             assign_boxes=(4, 8), nms_cases=((300, 20),), repeats=1, eval_images=50,
+             table_args=SMOKE_TABLE)
 
 
 def _median_time(fn, repeats):
@@ -147,6 +156,24 @@ def section_evaluate(p, smoke):
                JI=res["JI"])]
 
 
+def section_table(p, out):
+  """lla_jax.compare --preset=paper on the numpy source into out/table; one row per method."""
+  from lla_jax import compare  # noqa: PLC0415  (configs and ml_collections, as the train section)
+
+  workdir = os.path.join(out, "table")
+  compare.main(["--workdir", workdir, "--preset", "paper", "--set", "data.source=numpy",
+                "--set", f"data.data_dir={os.path.join(workdir, 'data')}", *p["table_args"]])
+  with open(os.path.join(workdir, "comparison.json")) as f:
+    result = json.load(f)
+  return [dict(method=name, steps=result["steps"], seeds=result["seeds"], num_val_images=result["num_val_images"],
+               mean=s["mean"], std=s["std"]) for name, s in result["results"].items()]
+
+
+def _pm(row, key):
+  mean, std = row["mean"][key], row["std"][key]
+  return "-" if mean is None else f"{100 * mean:.2f} ± {100 * (std or 0):.2f}"
+
+
 def markdown(report):
   """The report as one markdown table (section, case, figure)."""
   lines = [f"GPU suite on {report['device']} ({report['platform']}), jax {report['jax']}, {report['date']}"
@@ -167,6 +194,9 @@ def markdown(report):
         case = f"{r['candidates']} -> {r['max_out']}"
         res = (f"new {1e3 * r['new_s']:.2f} ms, old loop {1e3 * r['old_loop_s']:.2f} ms, {r['speedup']:.1f}x, "
                f"{'identical' if r['identical'] else 'DIFFERENT'}")
+      elif name == "table":
+        case = f"{r['method']}, {r['steps']} steps x seeds {r['seeds']}, {r['num_val_images']} val images"
+        res = f"MR^-2 {_pm(r, 'MR')}, AP50 {_pm(r, 'AP')}, Recall {_pm(r, 'Recall')}"
       elif name == "predict":
         case = f"{r['preset']} {r['hw'][0]}x{r['hw'][1]} {r['dtype']} batch {r['batch']}"
         res = f"{r['images_s']:.2f} img/s"
@@ -181,7 +211,8 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default="gpu_suite_out", help="folder for gpu_suite.json and gpu_suite.md")
   parser.add_argument("--smoke", action="store_true", help="tiny shapes: a CPU check that every section runs")
-  parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+  parser.add_argument("--sections", nargs="*", choices=SECTIONS, default=list(SECTIONS))
+  parser.add_argument("--table", action="store_true", help="also lla_jax.compare --preset=paper (long; see above)")
   args = parser.parse_args(argv)
   p = SMOKE if args.smoke else FULL
   device = jax.devices()[0]
@@ -189,9 +220,9 @@ def main(argv=None):
                 device_count=jax.device_count(), jax=jax.__version__, host=platform.node(), smoke=args.smoke,
                 date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), sections={})
   runners = dict(train=section_train, assign=section_assign, nms=section_nms, predict=section_predict,
-                 evaluate=section_evaluate)
+                 evaluate=section_evaluate, table=lambda p, smoke: section_table(p, args.out))
   start = time.perf_counter()
-  for name in args.sections:
+  for name in args.sections + (["table"] if args.table else []):
     t = time.perf_counter()
     try:
       report["sections"][name] = dict(rows=runners[name](p, args.smoke))
