@@ -1,11 +1,13 @@
-"""Evaluator speed: vectorised CrowdHuman / CityPersons evaluators vs the plain per-image re-statements.
+"""Evaluator speed: vectorised CrowdHuman / CityPersons / Caltech evaluators vs the plain per-image re-statements.
 
 Synthesises CrowdHuman-val-scale data (4370 images, ~23 GT boxes incl. ignore regions, ~150 detections per image,
 boxes past the border, tied scores, images without detections) and CityPersons-val-scale data (500 images), times
 both implementations, prints seconds and the ratio, and checks that both give the same numbers. The slow
-re-statement runs on a subset of images and its time is extrapolated linearly (stated in the output).
+re-statement runs on a subset of images and its time is extrapolated linearly (stated in the output). Then the
+Caltech test-set scale (4024 images, ~50 detections each, all 19 setups) in both detection layouts
+(benchmarks/caltech_eval_bench.py synthesises the files; both sides read them).
 
-  python benchmarks/eval_bench.py [--reference-images 300] [--seed 0]
+  python benchmarks/eval_bench.py [--reference-images 300] [--seed 0] [--no-caltech]
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lla_jax.evaluation import citypersons, crowdhuman  # noqa: E402
+from benchmarks.caltech_eval_bench import bench_caltech  # noqa: E402
 from tests.reference import evaluation as reference  # noqa: E402
 
 
@@ -172,11 +175,15 @@ def main(argv=None):
                       help="CrowdHuman images given to the slow re-statement (time extrapolated)")
   parser.add_argument("--citypersons-reference-images", type=int, default=500)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--no-caltech", action="store_true", help="skip the Caltech test-set scale")
   args = parser.parse_args(argv)
   rng = np.random.default_rng(args.seed)
   print(f"machine: {os.cpu_count()} CPU cores, numpy {np.__version__}")
   ok = bench_crowdhuman(rng, args.reference_images)
   ok &= bench_citypersons(rng, args.citypersons_reference_images)
+  if not args.no_caltech:
+    for layout in ("video", "frame"):
+      ok &= bench_caltech(rng, layout)
   return 0 if ok else 1
 
 
