@@ -26,6 +26,7 @@ def test_synthetic_export_runs_the_whole_path(tmp_path, capsys):
   for i in range(6):
     b = gt.bb[(gt.image == i) & ~gt.is_ignore_label]
     noisy = b + rng.normal(0, 4, b.shape)
+    noisy[:, 2:] = np.maximum(noisy[:, 2:], 0.0)   # jittered x y w h: no negative size (the reader refuses it)
     extra = np.column_stack([rng.uniform(0, 600, 5), rng.uniform(0, 400, 5), np.full(5, 30.0), np.full(5, 75.0)])
     boxes = np.concatenate([noisy, extra])
     dets.append((boxes, np.round(rng.random(len(boxes)), 2)))

@@ -9,7 +9,7 @@ from lla_jax.types import BATCH_KEYS
 
 
 def data_cfg(**kw):
-  c = ml_collections.ConfigDict(dict(min_size=800, max_size=1400, pad_size=(1408, 1408), max_boxes=8, bgr=True,
+  c = ml_collections.ConfigDict(dict(name="crowdhuman", min_size=800, max_size=1400, pad_size=(1408, 1408), max_boxes=8, bgr=True,
                                      pixel_mean=(103.530, 116.280, 123.675), pixel_std=(1.0, 1.0, 1.0)))
   c.update(kw)
   return c
