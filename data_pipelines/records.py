@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 
 import numpy as np
 
+from lla_jax import atomic
 from lla_jax.evaluation import text
 
 _BOX_KEYS = ("fbox", "vbox", "hbox")
@@ -40,25 +40,15 @@ def odgt_line(image_id: str, fbox, vbox, hbox, tags, ignore, height: int | None 
 
 
 def write_odgt(path: str, records) -> str:
-  """Write GT lines (dicts as from `odgt_line`) to `path`, atomically (temporary file + rename), so a
-  reader never sees a half-written file and concurrent writers of the same content cannot clash."""
-  path = os.fspath(path)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  folder = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-  try:
-    with os.fdopen(fd, "w") as f:
-      for i, rec in enumerate(records):
-        if not isinstance(rec, dict) or "ID" not in rec or "gtboxes" not in rec:
-          raise ValueError(f"write_odgt({path}): record {i} must be a dict with 'ID' and 'gtboxes', got "
-                           f"{type(rec).__name__} with keys {sorted(rec) if isinstance(rec, dict) else '-'}")
-        f.write(json.dumps(rec, separators=(",", ":")) + "\n")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  return path
+  """Write GT lines (dicts as from `odgt_line`) to `path`, atomically (lla_jax/atomic.py: temporary file +
+  rename), so a reader never sees a half-written file and concurrent writers of the same content cannot clash."""
+  lines = []
+  for i, rec in enumerate(records):
+    if not isinstance(rec, dict) or "ID" not in rec or "gtboxes" not in rec:
+      raise ValueError(f"write_odgt({path}): record {i} must be a dict with 'ID' and 'gtboxes', got "
+                       f"{type(rec).__name__} with keys {sorted(rec) if isinstance(rec, dict) else '-'}")
+    lines.append(json.dumps(rec, separators=(",", ":")) + "\n")
+  return atomic.write_text(path, "".join(lines))
 
 
 def _check_box(value, where, key):
