@@ -66,8 +66,8 @@ def worker(workdir, process_id, num_processes, port):
   config = shrunk_quickstart(os.path.join(workdir, f"data_{num_processes}_{process_id}"))
   render = data_pipelines.create_dataset
 
-  def same_global_batches(data_cfg, split, batch_size, train, seed, process_index=0, process_count=1):
-    stream, info = render(data_cfg, split, batch_size * process_count, train, seed, 0, 1)
+  def same_global_batches(data_cfg, split, batch_size, train, seed, process_index=0, process_count=1, skip_batches=0):
+    stream, info = render(data_cfg, split, batch_size * process_count, train, seed, 0, 1, skip_batches=skip_batches)
     rows = slice(process_index * batch_size, (process_index + 1) * batch_size)
     return ({k: v[rows] for k, v in b.items()} for b in stream), info
 
