@@ -63,7 +63,7 @@ def candidates(points, strides, gt_boxes, levels, topk, runs=None):
 
   Returns idx (M, L * k) int32 point indices and ok (M, L * k) bool, k = min(topk, A). ok is False for the
   slots of a level holding fewer than k points (what those slots index is unspecified).
-  lax.top_k returns equal values in index order, so equal distances go to the lowest point index
+  common.smallest_k returns equal values in index order, so equal distances go to the lowest point index
   (deterministic; upstream torch.topk leaves it open).
   runs: level_runs(strides, levels), or None to find them here. When the strides are concrete (the points
   come from priors.fpn_points, built once per shape) and each level is one contiguous run of points, the
@@ -87,7 +87,7 @@ def candidates(points, strides, gt_boxes, levels, topk, runs=None):
       if n == 0:
         i = jnp.zeros((shape[0], 0), jnp.int32)
       else:
-        _, i = jax.lax.top_k(-dist(points[start:stop]), n)
+        _, i = common.smallest_k(dist(points[start:stop]), n)
       idx.append(jnp.pad(i.astype(jnp.int32) + start, ((0, 0), (0, k - n))))
       ok.append(jnp.broadcast_to(jnp.arange(k) < n, (shape[0], k)))
     return jnp.concatenate(idx, axis=1), jnp.concatenate(ok, axis=1)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax import custom_batching
 
 from lla_jax import boxes, losses
 from lla_jax.assigners import common
@@ -57,24 +56,25 @@ def cost_matrix(points, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid, cfg=No
   return cost, iou
 
 
-def select_positives(cost, k, column_cost=None):
+def select_positives(cost, k, column_cost=None, entry_cost=None):
   """Top-K per GT row, then conflicts resolved by argmin over all rows (lla.md §6.3).
 
   cost (M, A) with +inf on rows/entries that may not be chosen. Returns assigned (A,) int32, the
-  GT of each point or -1. Ties go to the lowest index: lax.top_k and argmin both prefer it.
+  GT of each point or -1. Ties go to the lowest index: common.smallest_k and argmin both prefer it.
   column_cost(cols) -> (M, len(cols)): the same cost for some columns, recomputed from the inputs;
-  by default gathered from `cost`. Recomputing keeps `cost` (fused into the top-K pass) the only (M, A)
-  buffer: a second reader of `cost` makes XLA materialise parts of it twice.
+  by default gathered from `cost`. entry_cost(cols (M, J)) -> (M, J): row m's cost at its own columns,
+  likewise. Recomputing leaves `cost` one reader (the chunk minima of common.smallest_k), so it is the
+  one (M, A) buffer.
 
-  Only (M, K)-sized work besides the one top-K pass: the claims are M * K scatters into (A,)
+  Only (M, K)-sized work besides the chunk minima: the claims are M * K scatters into (A,)
   counters, and the argmin over all rows is taken only for the claimed columns, not for all A
   points. A full (M, A) claims mask and column reductions over (M, A) cost several passes over the
   largest array and dominated the time on XLA:CPU.
   """
   m, a = cost.shape
   k = min(k, a)
-  neg, idx = _top_k_rows(-cost, k)                                          # (M, K), K cheapest per row
-  picked = neg > -jnp.inf                                                   # no inf picks
+  val, idx = common.smallest_k(cost, k, values_at=entry_cost)               # (M, K), K cheapest per row
+  picked = val < jnp.inf                                                    # no inf picks
   cols = idx.reshape(-1)
   rows = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32)[:, None], idx.shape)
   count = jnp.zeros((a,), jnp.int32).at[cols].add(picked.reshape(-1).astype(jnp.int32))
@@ -85,28 +85,6 @@ def select_positives(cost, k, column_cost=None):
   cheapest = jnp.zeros((a,), jnp.int32).at[cols].set(_first_argmin(claimed.T))
   assigned = jnp.where(count > 1, cheapest, only)
   return jnp.where(count > 0, assigned, -1).astype(jnp.int32)
-
-
-def _top_k_rows(x, k):
-  """lax.top_k over the last axis of x (..., N) -> (values, indices) (..., k), lowest index first on ties.
-
-  Under vmap the batch axes are folded into the rows (one (B * M, N) top-k): with lax.top_k's own batching,
-  XLA:CPU materialises part of the cost computation feeding it as a second (B, M, A) buffer (16 x 500 GTs:
-  1.40 GiB of temporaries instead of 0.70 GiB).
-  """
-  @custom_batching.custom_vmap
-  def top(x):
-    return list(jax.lax.top_k(x, k))
-
-  @top.def_vmap
-  def _batched(axis_size, in_batched, x):
-    del axis_size
-    if not in_batched[0]:
-      return top(x), [False, False]
-    v, i = top(x.reshape(-1, x.shape[-1]))
-    return [v.reshape(x.shape[:-1] + (k,)), i.reshape(x.shape[:-1] + (k,))], [True, True]
-
-  return tuple(top(x))
 
 
 def _first_argmin(x):
@@ -149,7 +127,12 @@ def assign(points, strides, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid, cf
   # recomputed for the A assigned pairs.
   cost_of = lambda p, c, l: cost_matrix(p, c, l, gt_boxes, gt_classes, gt_valid, cfg)[0]
   cost = cost_of(points, cls_logits, ltrb)
-  assigned = select_positives(cost, _get(cfg, "topk"),
+  def entry_cost(cols):   # (M, J) -> (M, J): each GT row against its own J points
+    one_row = lambda c, box, cls, ok: cost_matrix(points[c], cls_logits[c], ltrb[c], box[None], cls[None], ok[None],
+                                                  cfg)[0][0]
+    return jax.vmap(one_row)(cols, gt_boxes, gt_classes, gt_valid)
+
+  assigned = select_positives(cost, _get(cfg, "topk"), entry_cost=entry_cost,
                               column_cost=lambda cols: cost_of(points[cols], cls_logits[cols], ltrb[cols]))
   # IoU* = IoU of the detached prediction with the assigned GT; ignore matches count in num_fg (Q2).
   iou_star = iou_with_assigned(points, ltrb, gt_boxes, assigned)
