@@ -9,8 +9,10 @@ of 256 x 320 with at most 64 people instead of 800 x 1400 with hundreds:
   RPN proposals per level before NMS 1000 train / 500 test (12000 / 6000); per image after NMS
       500 train / 300 test (2000 / 1000): there are 20 460 anchors in all
   RoI sample 128 per image (512), still half foreground at most
-  pooler_max_grid (4, 4) (8, 8): exact ROIAlignV2 for RoIs up to 28 feature cells on their level
-      (112 px on P2), which covers every synthetic person the level rule pools on P2..P4
+  pooler_max_grid (2, 2) (8, 8): exact ROIAlignV2 (adaptive grid) for RoIs up to 14 feature cells on
+      their level (56 px on P2); a larger RoI takes 2 evenly spaced samples per bin along that axis, as
+      sampling_ratio=2 (torchvision's MultiScaleRoIAlign default) would. At (4, 4) the step costs 1.6x
+      the wall time on 2 CPU cores (0.80 s against 0.50 s a step, benchmarks/train_bench.py shapes)
 Everything else (anchors, matchers, ignore handling, losses, normalisers, NMS thresholds) is the released code's.
 """
 from configs import faster_rcnn_r50, quickstart
@@ -31,5 +33,5 @@ def get_config():
   r.rpn_pre_nms_topk = (1000, 500)
   r.rpn_post_nms_topk = (500, 300)
   r.roi_batch_size_per_image = 128
-  r.pooler_max_grid = (4, 4)
+  r.pooler_max_grid = (2, 2)
   return c

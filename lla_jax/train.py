@@ -42,7 +42,7 @@ from lla_jax import checkpointing, nonfinite, optim, preemption, sharding, write
 from lla_jax.methods import get_method
 from lla_jax.train_state import TrainState, create_train_state
 
-# The loss parts the progress line shows (those a method reports).
+# The progress line shows the loss and every loss part a method reports ("loss_*"), these first.
 PROGRESS_KEYS = ("loss", "loss_cls", "loss_box", "loss_aux")
 
 
@@ -142,8 +142,14 @@ def host_metrics(metrics) -> dict:
   return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
+def progress_keys(metrics: dict) -> tuple:
+  """The loss and its parts in `metrics`: PROGRESS_KEYS' order, then any other "loss_*" part by name."""
+  return tuple(k for k in PROGRESS_KEYS if k in metrics) + tuple(
+      sorted(k for k in metrics if k.startswith("loss_") and k not in PROGRESS_KEYS))
+
+
 def progress_scalars(metrics: dict) -> dict:
-  return {k: metrics[k] for k in PROGRESS_KEYS if k in metrics}
+  return {k: metrics[k] for k in progress_keys(metrics)}
 
 
 def skipped_suffix(metrics: dict) -> str:
@@ -237,7 +243,7 @@ def _train_steps(tr, state, train_step, rng, batches, start, total, ckpt_every, 
   def report(step, metrics):
     host = host_metrics(metrics)
     if host[nonfinite.CONSECUTIVE] > 0 and chief:
-      parts = ", ".join(nonfinite.nonfinite_parts(host, PROGRESS_KEYS)) or "a gradient"
+      parts = ", ".join(nonfinite.nonfinite_parts(host, progress_keys(host))) or "a gradient"
       print(f"step {step}: non-finite {parts}; update skipped ({int(host[nonfinite.CONSECUTIVE])} in a row, "
             f"{int(host[nonfinite.SKIPPED])} in all)", flush=True)
     if step % tr.log_every == 0 or step == total:
