@@ -73,19 +73,22 @@ def _max_pool(x, window, strides, pads):
 
 def _max_pool_fwd(x, window, strides, pads):
   y = _max_pool(x, window, strides, pads)
-  return y, (x, y)
+  return y, x
 
 
-def _max_pool_bwd(window, strides, pads, res, g):
-  x, y = res
+def _max_pool_bwd(window, strides, pads, x, g):
   (sh, sw), (ph, pw) = strides, pads
   xp = jnp.pad(x, ((0, 0), ph, pw, (0, 0)), constant_values=-jnp.inf)
-  ho, wo = y.shape[1:3]
+  ho, wo = g.shape[1:3]
   offsets = [(i, j) for i in range(window[0]) for j in range(window[1])]
+  windows = {(i, j): xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] for i, j in offsets}
+  # The maximum again, from the x this pass sees (as select-and-scatter does from its operand): XLA may
+  # recompute x here with other roundings than the forward pass's, and then no entry would equal y.
+  y = functools.reduce(jnp.maximum, windows.values())
   taken = jnp.zeros(y.shape, bool)
   routed = {}
   for i, j in offsets:                            # the first maximum of each window, row-major
-    hit = (xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] == y) & ~taken
+    hit = (windows[(i, j)] == y) & ~taken
     taken = taken | hit
     routed[(i, j)] = jnp.where(hit, g, jnp.zeros((), g.dtype))
   # An input receives from output o at offset p - s o: later outputs sit at smaller offsets, so adding the
