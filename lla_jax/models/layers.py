@@ -9,7 +9,6 @@ Padding styles (the two conventions the released weights were trained with):
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
@@ -49,60 +48,6 @@ def conv(features: int, kernel: int, stride: int = 1, *, style: str = "torch", u
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=conv_padding(kernel, style),
                  use_bias=use_bias, feature_group_count=groups, dtype=dtype, param_dtype=jnp.float32,
                  kernel_init=kernel_init, bias_init=nn.initializers.zeros, name=name)
-
-
-def max_pool(x, window: tuple, strides: tuple, padding):
-  """flax.linen.max_pool over the two spatial axes of NHWC x (padding: ((lo, hi), (lo, hi)) or "SAME"), with
-  the same forward values and bit-identical gradients, computed by strided slices.
-
-  XLA:CPU runs the stock gradient (select-and-scatter) as a variadic reduce-window over (value, index)
-  pairs plus a scatter: 40 ms of the quick start's 260 ms step, for the ResNet stem's pool alone. Here the
-  backward pass routes each output's gradient to the first maximum of its window in row-major order (XLA's
-  select with >=) and adds the routed gradients of overlapping windows in the scatter's order (outputs in
-  row-major order), so the sums round identically.
-  """
-  pads = jax.lax.padtype_to_pads(x.shape[1:3], window, strides, padding) if isinstance(padding, str) else padding
-  pads = tuple(tuple(int(v) for v in p) for p in pads)
-  return _max_pool(x, tuple(window), tuple(strides), pads)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def _max_pool(x, window, strides, pads):
-  return nn.max_pool(x, window, strides=strides, padding=pads)
-
-
-def _max_pool_fwd(x, window, strides, pads):
-  y = _max_pool(x, window, strides, pads)
-  return y, x
-
-
-def _max_pool_bwd(window, strides, pads, x, g):
-  (sh, sw), (ph, pw) = strides, pads
-  xp = jnp.pad(x, ((0, 0), ph, pw, (0, 0)), constant_values=-jnp.inf)
-  ho, wo = g.shape[1:3]
-  offsets = [(i, j) for i in range(window[0]) for j in range(window[1])]
-  windows = {(i, j): xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] for i, j in offsets}
-  # The maximum again, from the x this pass sees (as select-and-scatter does from its operand): XLA may
-  # recompute x here with other roundings than the forward pass's, and then no entry would equal y.
-  y = functools.reduce(jnp.maximum, windows.values())
-  taken = jnp.zeros(y.shape, bool)
-  routed = {}
-  for i, j in offsets:                            # the first maximum of each window, row-major
-    hit = (windows[(i, j)] == y) & ~taken
-    taken = taken | hit
-    routed[(i, j)] = jnp.where(hit, g, jnp.zeros((), g.dtype))
-  # An input receives from output o at offset p - s o: later outputs sit at smaller offsets, so adding the
-  # offsets in decreasing order adds each input's contributions in the scatter's (row-major output) order.
-  dxp = jnp.zeros(xp.shape, g.dtype)
-  zero = jnp.zeros((), g.dtype)
-  for i, j in reversed(offsets):
-    place = ((0, 0, 0), (i, xp.shape[1] - i - sh * (ho - 1) - 1, sh - 1),
-             (j, xp.shape[2] - j - sw * (wo - 1) - 1, sw - 1), (0, 0, 0))
-    dxp = dxp + jax.lax.pad(routed[(i, j)], zero, place)
-  return (dxp[:, ph[0]:ph[0] + x.shape[1], pw[0]:pw[0] + x.shape[2]],)
-
-
-_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 class FrozenBatchNorm(nn.Module):

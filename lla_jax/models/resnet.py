@@ -56,9 +56,9 @@ def stage_widths(depth: int, width: int) -> tuple:
 def max_pool_3x3_s2(x, style: str):
   """3×3/2 max-pool: 'symmetric' pads 1 on each side with −inf (PyTorch); 'same' is TF "SAME"."""
   if style == "symmetric":
-    return layers.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
   if style == "same":
-    return layers.max_pool(x, (3, 3), (2, 2), "SAME")
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
   raise ValueError(f"stem_pool={style!r}: expected one of {STEM_POOLS}")
 
 
