@@ -7,6 +7,7 @@ training step), 100 and 300 valid GTs (crowded pedestrian-shaped boxes, some tin
 ~10 % ignore regions), random cls logits and ltrb. jax and numpy calls are interleaved --repeats times; the
 table gives the minimum and the median of each and the ratio of the medians. Every numpy match is checked
 against the jax match (points assigned differently; expected 0).
+The process runs with lla_jax/host_memory.py's allocator settings, as training does (LLA_MALLOC=default: off).
 Memory: jit(vmap(assign)) for a batch of --batch images with --memory-boxes padded GT rows, from
 compiled.memory_analysis() (compiled, not run).
 
@@ -25,6 +26,12 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from lla_jax import host_memory  # noqa: E402
+
+# As main.py: glibc keeps freed memory, for both sides (numpy's (M, A) planes and XLA's temporaries are
+# above the mmap threshold; without it each call faults its pages in anew and the timings turn bimodal).
+host_memory.keep_freed_memory()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

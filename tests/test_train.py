@@ -120,3 +120,12 @@ def test_progress_line(monkeypatch):
   assert progress.line(1, {"loss": 1.5}) == "step 1/1000 | loss 1.5000 | - img/s | ETA -"
   clock[0] += 10.0
   assert progress.line(51, {"loss": 1.25}) == "step 51/1000 | loss 1.2500 | 40.0 img/s | ETA 0:03:09"
+
+
+def test_progress_shows_every_loss_part_of_a_method():
+  from lla_jax import train
+  fcos = {"loss": 1.0, "loss_aux": 0.1, "loss_box": 0.2, "loss_cls": 0.3, "lr": 0.01}
+  assert list(train.progress_scalars(fcos)) == ["loss", "loss_cls", "loss_box", "loss_aux"]
+  rcnn = {"loss": 1.0, "loss_rpn_loc": 0.1, "loss_cls": 0.2, "loss_box_reg": 0.3, "loss_rpn_cls": 0.4, "lr": 0.01,
+          "rpn_num_pos": 3.0}
+  assert list(train.progress_scalars(rcnn)) == ["loss", "loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"]
