@@ -84,17 +84,19 @@ def smallest_k(x, k: int, chunk: int | None = None, values_at=None):
   n = x.shape[-1]
   k = min(k, n)
   if chunk is None:
-    chunk = max(1, int(round((n / max(k, 1)) ** 0.5)))
+    chunk = _chunk_size(n, k)
   num_chunks = -(-n // chunk)
   if num_chunks <= k or k == 0:                       # nothing to skip: one pass
     neg, idx = jax.lax.top_k(-x, k)
     return -neg, idx
-  # Chunk minima by one strided window reduction (no padded or sliced copy of x); gathered positions past
-  # N read +inf, which sorts after every real entry (ties included: higher indices), so they are never
-  # chosen while N >= k.
+  # Chunk minima by a reduction over a reshape (a padded copy only when no chunk size near the ideal
+  # divides N); padded and gathered positions past N read +inf, which sorts after every real entry (ties
+  # included: higher indices), so they are never chosen while N >= k.
   lead = x.shape[:-1]
-  pad = [(0, 0)] * len(lead) + [(0, num_chunks * chunk - n)]
-  minima = jnp.pad(x, pad, constant_values=jnp.inf).reshape(lead + (num_chunks, chunk)).min(axis=-1)
+  padded = x
+  if num_chunks * chunk > n:
+    padded = jnp.pad(x, [(0, 0)] * len(lead) + [(0, num_chunks * chunk - n)], constant_values=jnp.inf)
+  minima = padded.reshape(lead + (num_chunks, chunk)).min(axis=-1)
   _, best = jax.lax.top_k(-minima, k)                                         # (..., k) chunk ids
   best = jnp.sort(best, axis=-1)                                              # index order: top-k ties hold
   cols = (best[..., :, None] * chunk + jnp.arange(chunk, dtype=best.dtype)).reshape(lead + (k * chunk,))
@@ -105,6 +107,14 @@ def smallest_k(x, k: int, chunk: int | None = None, values_at=None):
   neg, pos = jax.lax.top_k(-picked, k)
   idx = jnp.take_along_axis(cols, pos, axis=-1)
   return -neg, idx.astype(jnp.int32)
+
+
+def _chunk_size(n: int, k: int) -> int:
+  """~sqrt(n / k) (the two top-k passes then cost about the same), preferring a divisor of n within 2x of it:
+  then the chunk minima are a plain reduction over a reshape, with no padded copy of the row."""
+  ideal = max(1.0, (n / max(k, 1)) ** 0.5)
+  divisors = [d for d in range(max(1, int(ideal / 2)), int(2 * ideal) + 1) if n % d == 0]
+  return min(divisors, key=lambda d: abs(d - ideal)) if divisors else max(1, int(round(ideal)))
 
 
 def per_level(strides, values, fill):

@@ -63,3 +63,10 @@ def test_batched_under_vmap():
   want_v, want_i = full_top_k(x, 10)
   np.testing.assert_array_equal(np.asarray(i), want_i)
   np.testing.assert_array_equal(np.asarray(v), want_v)
+
+
+def test_default_chunk_prefers_a_divisor_near_sqrt_n_over_k():
+  from lla_jax.assigners.common import _chunk_size
+  assert _chunk_size(23463, 10) == 33          # 23463 = 27 * 11 * 79; sqrt(2346) ~ 48: 27, 33 and 79 qualify
+  assert _chunk_size(1705, 10) == 11           # the quick start's points
+  assert _chunk_size(997, 9) == 11             # a prime: no divisor in range, the rounded ideal (then padded)
