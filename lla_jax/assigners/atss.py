@@ -68,7 +68,7 @@ def candidates(points, strides, gt_boxes, levels, topk, runs=None):
   runs: level_runs(strides, levels), or None to find them here. When the strides are concrete (the points
   come from priors.fpn_points, built once per shape) and each level is one contiguous run of points, the
   distances and the top-k are computed on each level's slice: one pass over (M, A) in all. Otherwise
-  (traced strides) each level masks the other levels' distances with +inf and takes lax.top_k over all A
+  (traced strides) each level masks the other levels' distances with +inf and takes smallest_k over all A
   points: L passes, same result.
   """
   cx = 0.5 * (gt_boxes[:, 0] + gt_boxes[:, 2])
@@ -93,8 +93,8 @@ def candidates(points, strides, gt_boxes, levels, topk, runs=None):
     return jnp.concatenate(idx, axis=1), jnp.concatenate(ok, axis=1)
 
   def nearest_in_level(s):
-    neg, i = jax.lax.top_k(jnp.where(strides[None, :] == s, -dist(points), -jnp.inf), k)
-    return i, neg > -jnp.inf
+    d, i = common.smallest_k(jnp.where(strides[None, :] == s, dist(points), jnp.inf), k)
+    return i, d < jnp.inf
 
   # lax.map, not a Python loop: one level at a time keeps a single (M, A) distance buffer alive.
   idx, ok = jax.lax.map(nearest_in_level, jnp.asarray(levels, jnp.float32))  # (L, M, k)
