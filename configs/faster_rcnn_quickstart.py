@@ -12,7 +12,7 @@ of 256 x 320 with at most 64 people instead of 800 x 1400 with hundreds:
   pooler_max_grid (2, 2) (8, 8): exact ROIAlignV2 (adaptive grid) for RoIs up to 14 feature cells on
       their level (56 px on P2); a larger RoI takes 2 evenly spaced samples per bin along that axis, as
       sampling_ratio=2 (torchvision's MultiScaleRoIAlign default) would. At (4, 4) the step costs 1.6x
-      the wall time on 2 CPU cores (0.80 s against 0.50 s a step, benchmarks/train_bench.py shapes)
+      the wall time on 2 CPU cores (0.80 s against 0.50 s a step on train_bench.py's synthetic batches)
 Everything else (anchors, matchers, ignore handling, losses, normalisers, NMS thresholds) is the released code's.
 """
 from configs import faster_rcnn_r50, quickstart
