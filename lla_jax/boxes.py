@@ -76,21 +76,21 @@ def _split4(x):
   return tuple(x[..., i] for i in range(4))
 
 
-def ltrb_overlap(p, t):
+def ltrb_overlap(p, t, minimum=jnp.minimum, maximum=jnp.maximum):
   """Intersection, union and enclosing area of point-relative boxes.
 
   p, t: 4-tuples (l, t, r, b) of broadcastable arrays (separate arrays, so an assigner can pass
   (1, A) predictions against (M, A) targets without an (M, A, 4) tensor). Returns 3 arrays.
+  minimum / maximum: the elementwise min and max used (an assigner passes cheaper ones, see
+  lla_jax/assigners/common.py: select_min).
   """
   pl, pt, pr, pb = p
   tl, tt, tr, tb = t
-  p_area = jnp.maximum(pl + pr, 0.0) * jnp.maximum(pt + pb, 0.0)
-  t_area = jnp.maximum(tl + tr, 0.0) * jnp.maximum(tt + tb, 0.0)
-  inter = (jnp.maximum(jnp.minimum(pl, tl) + jnp.minimum(pr, tr), 0.0)
-           * jnp.maximum(jnp.minimum(pt, tt) + jnp.minimum(pb, tb), 0.0))
+  p_area = maximum(pl + pr, 0.0) * maximum(pt + pb, 0.0)
+  t_area = maximum(tl + tr, 0.0) * maximum(tt + tb, 0.0)
+  inter = maximum(minimum(pl, tl) + minimum(pr, tr), 0.0) * maximum(minimum(pt, tt) + minimum(pb, tb), 0.0)
   union = p_area + t_area - inter
-  enclose = (jnp.maximum(jnp.maximum(pl, tl) + jnp.maximum(pr, tr), 0.0)
-             * jnp.maximum(jnp.maximum(pt, tt) + jnp.maximum(pb, tb), 0.0))
+  enclose = maximum(maximum(pl, tl) + maximum(pr, tr), 0.0) * maximum(maximum(pt, tt) + maximum(pb, tb), 0.0)
   return inter, union, enclose
 
 

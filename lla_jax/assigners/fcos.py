@@ -8,6 +8,9 @@ from lla_jax import boxes
 from lla_jax.assigners import common
 from lla_jax.types import Targets
 
+# The (M, A) passes' min / max as compare-and-selects (common.select_min: the same masks, fewer instructions).
+minimum, maximum = common.select_min, common.select_max
+
 DEFAULTS = dict(
     center_sampling_radius=1.5,  # in units of the level stride; <= 0 uses the whole GT box instead
     size_ranges=((-1.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 512.0), (512.0, float("inf"))),
@@ -53,15 +56,15 @@ def center_sampling(points, strides, gt_boxes, radius):
     cx = 0.5 * (gt_boxes[:, 0] + gt_boxes[:, 2])
     cy = 0.5 * (gt_boxes[:, 1] + gt_boxes[:, 3])
     r = radius * strides[None, :]
-    x1 = jnp.maximum(cx[:, None] - r, gt_boxes[:, 0, None])
-    y1 = jnp.maximum(cy[:, None] - r, gt_boxes[:, 1, None])
-    x2 = jnp.minimum(cx[:, None] + r, gt_boxes[:, 2, None])
-    y2 = jnp.minimum(cy[:, None] + r, gt_boxes[:, 3, None])
+    x1 = maximum(cx[:, None] - r, gt_boxes[:, 0, None])
+    y1 = maximum(cy[:, None] - r, gt_boxes[:, 1, None])
+    x2 = minimum(cx[:, None] + r, gt_boxes[:, 2, None])
+    y2 = minimum(cy[:, None] + r, gt_boxes[:, 3, None])
     x, y = points[None, :, 0], points[None, :, 1]
     deltas = (x - x1, y - y1, x2 - x, y2 - y)
   else:
     deltas = boxes.ltrb_targets(points, gt_boxes)
-  return jnp.minimum(jnp.minimum(deltas[0], deltas[1]), jnp.minimum(deltas[2], deltas[3])) > 0
+  return minimum(minimum(deltas[0], deltas[1]), minimum(deltas[2], deltas[3])) > 0
 
 
 def scale_range(points, strides, gt_boxes, ranges):
@@ -70,7 +73,7 @@ def scale_range(points, strides, gt_boxes, ranges):
   ranges: static {level stride: (lo, hi)}. A point of a stride missing from it fits no GT.
   """
   l, t, r, b = boxes.ltrb_targets(points, gt_boxes)
-  m = jnp.maximum(jnp.maximum(l, t), jnp.maximum(r, b))
+  m = maximum(maximum(l, t), maximum(r, b))
   lo = common.per_level(strides, {s: v[0] for s, v in ranges.items()}, jnp.inf)
   hi = common.per_level(strides, {s: v[1] for s, v in ranges.items()}, -jnp.inf)
   return (lo[None, :] <= m) & (m <= hi[None, :])
