@@ -515,13 +515,15 @@ def sheet_title(prefix: str, metrics: dict, shown: int) -> str:
 
 def save_png(image: Image.Image, path: str, max_bytes=None) -> str:
   """Writes a PNG atomically (temporary name + rename). With max_bytes, a larger file is written with a
-  256-colour palette instead (pictures and curves have few colours; the text stays sharp)."""
+  256-colour palette instead (pictures and curves have few colours; the text stays sharp). zlib's default
+  level, not PIL's optimize=True: that searches for ~2 % smaller files at ~9x the time (2.7 s for one
+  contact sheet of the quick start)."""
   os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
   buf = io.BytesIO()
-  image.save(buf, format="PNG", optimize=True)
+  image.save(buf, format="PNG")
   if max_bytes is not None and buf.tell() > max_bytes:
     buf = io.BytesIO()
-    _palette_image(image.convert("RGB")).save(buf, format="PNG", optimize=True)
+    _palette_image(image.convert("RGB")).save(buf, format="PNG")
   with open(path + ".tmp", "wb") as f:
     f.write(buf.getvalue())
   os.replace(path + ".tmp", path)
