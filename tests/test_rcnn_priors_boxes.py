@@ -82,3 +82,14 @@ def test_coder_matches_reference_and_round_trips():
 def test_clip_boxes_no_plus_one():
   b = jnp.array([[-5, -5, 300, 200], [10, 20, 30, 40]], jnp.float32)
   np.testing.assert_array_equal(boxes.clip_boxes(b, (100, 250)), [[0, 0, 250, 100], [10, 20, 30, 40]])
+
+
+def test_select_min_max_equal_jnp_off_nan():
+  # Every ordered pair of edge values: equal to jnp.minimum / maximum in value (the sign of a zero result may
+  # differ: -0 == +0), and a clamp against the literal 0.0 gives +0 bit for bit, as jnp.maximum does.
+  vals = jnp.array([-jnp.inf, -3.5, -1e-30, -0.0, 0.0, 1e-30, 1.1920929e-07, 2.0, jnp.inf], jnp.float32)
+  a, b = jnp.meshgrid(vals, vals)
+  np.testing.assert_array_equal(boxes.select_min(a, b), jnp.minimum(a, b))
+  np.testing.assert_array_equal(boxes.select_max(a, b), jnp.maximum(a, b))
+  clamp = np.asarray(boxes.select_max(vals, 0.0)).view(np.int32)
+  np.testing.assert_array_equal(clamp, np.asarray(jnp.maximum(vals, 0.0)).view(np.int32))

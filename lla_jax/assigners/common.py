@@ -65,23 +65,6 @@ def check_inputs(method: str, points, strides, cls_logits, ltrb, gt_boxes, gt_cl
                        f"cfg field 'strides'={tuple(known_strides)}")
 
 
-def select_min(a, b):
-  """Elementwise min as one compare-and-select, where(a < b, a, b), for the (M, A) passes of an assigner.
-
-  jnp.minimum lowers on XLA:CPU to llvm.minimum, which propagates NaN and orders -0 before +0: several x86
-  instructions per vector instead of one (about half the time of LLA's (M, A) cost pass). Equal to
-  jnp.minimum on all non-NaN inputs except for the sign of a zero result, which no assigner's result
-  depends on: every min / max feeds a comparison or a clamp max(., c > 0) (c = 0 gives the literal +0
-  either way). NaN inputs (a diverged step, whose loss is NaN either way) may be assigned differently.
-  """
-  return jnp.where(a < b, a, b)
-
-
-def select_max(a, b):
-  """Elementwise max as one compare-and-select, where(a > b, a, b); see select_min."""
-  return jnp.where(a > b, a, b)
-
-
 def smallest_k(x, k: int, chunk: int | None = None, values_at=None):
   """The k smallest entries of each row of x (..., N): (values, indices) (..., k), ascending, lowest index
   first on ties; exactly `lax.top_k(-x, k)` with the values negated back.

@@ -8,8 +8,8 @@ from lla_jax import boxes
 from lla_jax.assigners import common
 from lla_jax.types import Targets
 
-# The (M, A) passes' min / max as compare-and-selects (common.select_min: the same masks, fewer instructions).
-minimum, maximum = common.select_min, common.select_max
+# The (M, A) passes' min / max as compare-and-selects (boxes.select_min: the same masks, fewer instructions).
+minimum, maximum = boxes.select_min, boxes.select_max
 
 DEFAULTS = dict(
     center_sampling_radius=1.5,  # in units of the level stride; <= 0 uses the whole GT box instead

@@ -28,8 +28,8 @@ def cost_matrix(points, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid, cfg=No
   Also returns the (M, A) plain IoU between each point's predicted box and each GT (IoU* comes from
   it). Padding rows cost +inf. With `hard_inside`, outside points cost +inf.
   """
-  # Every min / max of the (M, A) pass as a compare-and-select (common.select_min: half the pass's time).
-  minimum, maximum = common.select_min, common.select_max
+  # Every min / max of the (M, A) pass as a compare-and-select (boxes.select_min: half the pass's time).
+  minimum, maximum = boxes.select_min, boxes.select_max
   l, t, r, b = boxes.ltrb_targets(points, gt_boxes)
   inside = minimum(minimum(l, t), minimum(r, b)) > _get(cfg, "inside_margin")
   # Focal loss of each point against a positive target of the GT's class; ignore GTs use class 0.
@@ -108,8 +108,8 @@ def iou_with_assigned(points, ltrb, gt_boxes, assigned):
   x, y = points[:, 0], points[:, 1]
   target = (x - g[:, 0], y - g[:, 1], g[:, 2] - x, g[:, 3] - y)
   pred = tuple(ltrb[:, i].astype(jnp.float32) for i in range(4))
-  inter, union, _ = boxes.ltrb_overlap(pred, target, common.select_min, common.select_max)
-  return inter / common.select_max(union, boxes.EPS)
+  inter, union, _ = boxes.ltrb_overlap(pred, target, boxes.select_min, boxes.select_max)
+  return inter / boxes.select_max(union, boxes.EPS)
 
 
 def assign(points, strides, cls_logits, ltrb, gt_boxes, gt_classes, gt_valid, cfg=None) -> Targets:

@@ -140,23 +140,11 @@ def test_select_positives_ties_and_inf_rows(seed):
   np.testing.assert_array_equal(np.asarray(got), want)
 
 
-def test_select_min_max_equal_jnp_off_nan():
-  # Every ordered pair of edge values: equal to jnp.minimum / maximum in value (the sign of a zero result may
-  # differ: -0 == +0), and a clamp against the literal 0.0 gives +0 bit for bit, as jnp.maximum does.
-  from lla_jax.assigners import common
-  vals = jnp.array([-jnp.inf, -3.5, -1e-30, -0.0, 0.0, 1e-30, 1.1920929e-07, 2.0, jnp.inf], jnp.float32)
-  a, b = jnp.meshgrid(vals, vals)
-  np.testing.assert_array_equal(common.select_min(a, b), jnp.minimum(a, b))
-  np.testing.assert_array_equal(common.select_max(a, b), jnp.maximum(a, b))
-  clamp = np.asarray(common.select_max(vals, 0.0)).view(np.int32)
-  np.testing.assert_array_equal(clamp, np.asarray(jnp.maximum(vals, 0.0)).view(np.int32))
-
-
 @pytest.mark.parametrize("seed", [0, 1])
 def test_cost_matrix_bitwise_equal_to_the_jnp_minimum_form(seed, monkeypatch):
   # The cost with compare-and-select min / max is the cost with jnp.minimum / maximum bit for bit, on points
   # lying exactly on box edges, zero-size boxes, zero predicted distances and GTs leaving the image.
-  from lla_jax.assigners import common
+  from lla_jax import boxes
   rng = np.random.default_rng(seed)
   pts = priors.fpn_points(128, 192)
   a = len(pts.xy)
@@ -169,7 +157,7 @@ def test_cost_matrix_bitwise_equal_to_the_jnp_minimum_form(seed, monkeypatch):
   valid = rng.random(24) < 0.9
   args = (jnp.asarray(pts.xy), logits, ltrb, gt, classes, valid)
   got = np.asarray(jax.jit(lambda *x: lla.cost_matrix(*x)[0])(*args))
-  monkeypatch.setattr(common, "select_min", jnp.minimum)
-  monkeypatch.setattr(common, "select_max", jnp.maximum)
+  monkeypatch.setattr(boxes, "select_min", jnp.minimum)
+  monkeypatch.setattr(boxes, "select_max", jnp.maximum)
   want = np.asarray(jax.jit(lambda *x: lla.cost_matrix(*x)[0])(*args))
   np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
