@@ -96,15 +96,12 @@ def synth_citypersons(rng, n_images=500, gt_per_image=12, dt_per_image=150):
   return {"images": images, "categories": [{"id": 1, "name": "pedestrian"}], "annotations": anns}, dets
 
 
-REPEATS = 3   # --repeats: every timed call is made this many times; medians are reported
-
-
-def _timed(fn, *args, **kwargs):
-  """-> (result, wall seconds, CPU seconds of this process), medians of REPEATS calls (the first call of a
+def _timed(repeats, fn, *args, **kwargs):
+  """-> (result, wall seconds, CPU seconds of this process), medians of `repeats` calls (the first call of a
   process pays one-off costs, ~15 % for the vectorised CrowdHuman evaluator): the machine may be shared, CPU
   time is steadier."""
   walls, cpus = [], []
-  for _ in range(REPEATS):
+  for _ in range(repeats):
     t, c = time.perf_counter(), time.process_time()
     out = fn(*args, **kwargs)
     walls.append(time.perf_counter() - t)
@@ -116,7 +113,7 @@ def _same(a, b):
   return (a is None and b is None) or (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-12 * max(1, abs(b))
 
 
-def bench_crowdhuman(rng, n_ref):
+def bench_crowdhuman(rng, n_ref, repeats):
   gt, dt = synth_crowdhuman(rng)
   boxes = sum(len(r["gtboxes"]) for r in gt)
   dets = sum(len(r["dtboxes"]) for r in dt)
@@ -130,8 +127,8 @@ def bench_crowdhuman(rng, n_ref):
   walls = {}
   for ji in (True, False):
     what = "AP/MR/Recall/JI" if ji else "AP/MR/Recall only"
-    fast, t_fast, c_fast = _timed(crowdhuman.evaluate, gt, dt, compute_ji=ji)
-    slow, t_slow, c_slow = _timed(reference.crowdhuman, gt_sub, dt_sub, compute_ji=ji)
+    fast, t_fast, c_fast = _timed(repeats, crowdhuman.evaluate, gt, dt, compute_ji=ji)
+    slow, t_slow, c_slow = _timed(repeats, reference.crowdhuman, gt_sub, dt_sub, compute_ji=ji)
     fast_sub = crowdhuman.evaluate(gt_sub, dt_sub, compute_ji=ji)
     print(f"  {what}: vectorised, all {len(gt)} images: {t_fast:.2f} s wall ({c_fast:.2f} s CPU)")
     print(f"  {what}: plain re-statement, first {n_ref} images: {t_slow:.2f} s wall ({c_slow:.2f} s CPU) -> "
@@ -152,7 +149,7 @@ def bench_crowdhuman(rng, n_ref):
   return ok
 
 
-def bench_citypersons(rng, n_ref):
+def bench_citypersons(rng, n_ref, repeats):
   gt, dt = synth_citypersons(rng)
   print(f"CityPersons synthetic: {len(gt['images'])} images, {len(gt['annotations']) / len(gt['images']):.1f} GT "
         f"and {len(dt) / len(gt['images']):.1f} detections per image, all 9 setups, IoU 0.5 and 0.75")
@@ -161,9 +158,9 @@ def bench_citypersons(rng, n_ref):
   gt_sub = dict(gt, images=gt["images"][:n_ref], annotations=[a for a in gt["annotations"] if a["image_id"] in ids])
   dt_sub = [d for d in dt if d["image_id"] in ids]
   for iou in (0.5, 0.75):
-    fast, t, c = _timed(citypersons.evaluate, gt, dt, iou=iou)
+    fast, t, c = _timed(repeats, citypersons.evaluate, gt, dt, iou=iou)
     t_fast, c_fast = t_fast + t, c_fast + c
-    slow, t, c = _timed(reference.citypersons, gt_sub, dt_sub, iou=iou)
+    slow, t, c = _timed(repeats, reference.citypersons, gt_sub, dt_sub, iou=iou)
     t_slow, c_slow = t_slow + t, c_slow + c
     fast_sub = citypersons.evaluate(gt_sub, dt_sub, iou=iou)
     ok &= all(_same(fast_sub[n]["MR"], slow[n]) for n in slow)
@@ -186,13 +183,15 @@ def main(argv=None):
   parser.add_argument("--citypersons-reference-images", type=int, default=500)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--no-caltech", action="store_true", help="skip the Caltech test-set scale")
-  parser.add_argument("--repeats", type=int, default=REPEATS, help="calls per timing (medians reported)")
+  parser.add_argument("--repeats", type=int, default=3,
+                      help="calls per CrowdHuman / CityPersons timing (medians reported)")
   args = parser.parse_args(argv)
-  globals()["REPEATS"] = max(1, args.repeats)
+  repeats = max(1, args.repeats)
   rng = np.random.default_rng(args.seed)
-  print(f"machine: {os.cpu_count()} CPU cores, numpy {np.__version__}; times are medians of {REPEATS} calls")
-  ok = bench_crowdhuman(rng, args.reference_images)
-  ok &= bench_citypersons(rng, args.citypersons_reference_images)
+  print(f"machine: {os.cpu_count()} CPU cores, numpy {np.__version__}; CrowdHuman and CityPersons times are "
+        f"medians of {repeats} calls")
+  ok = bench_crowdhuman(rng, args.reference_images, repeats)
+  ok &= bench_citypersons(rng, args.citypersons_reference_images, repeats)
   if not args.no_caltech:
     for layout in ("video", "frame"):
       ok &= bench_caltech(rng, layout)
